@@ -1,0 +1,1 @@
+"""prunedge pipeline: data, models, training, pruning, shrinking and CSR."""

@@ -1,0 +1,10 @@
+"""The one error type users see: a one-line message naming the input and the problem."""
+
+
+class PrunedgeError(Exception):
+    """A user error (bad file, bad option). CLIs print it as one line and exit non-zero."""
+
+
+def fail(subject, problem: str) -> "PrunedgeError":
+    """Build an error whose message starts with the file or option it is about."""
+    return PrunedgeError(f"{subject}: {problem}")
