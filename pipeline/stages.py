@@ -1,0 +1,120 @@
+"""Pipeline stages that skip themselves when their inputs and config are unchanged.
+
+A stage writes a stamp (`.stage.json`) next to its outputs holding a key (config and
+sha256 of the inputs) and the sha256 of each output. It is fresh when the key is the
+same and every output still hashes to what was recorded, so a killed or tampered run
+is redone rather than trusted.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline import model as model_io
+from pipeline.fileio import sha256_file, write_json
+from pipeline.prune import LEVELS, prune
+from pipeline.errors import fail
+
+STAMP = ".stage.json"
+ARTIFACTS = Path("artifacts")
+
+
+def fresh(stamp_path: Path, key: dict) -> bool:
+    stamp_path = Path(stamp_path)
+    try:
+        stamp = json.loads(stamp_path.read_text())
+    except (OSError, ValueError):
+        return False
+    if stamp.get("key") != json.loads(json.dumps(key, sort_keys=True, default=str)):
+        return False
+    base = stamp_path.parent
+    outputs = stamp.get("outputs", {})
+    return bool(outputs) and all(
+        (base / rel).is_file() and sha256_file(base / rel) == digest for rel, digest in outputs.items())
+
+
+def mark(stamp_path: Path, key: dict, outputs) -> None:
+    """Record the key and hashes of outputs (paths inside the stamp's directory)."""
+    stamp_path = Path(stamp_path)
+    base = stamp_path.parent
+    hashes = {str(Path(p).resolve().relative_to(base.resolve())): sha256_file(p) for p in outputs}
+    write_json(stamp_path, {"key": json.loads(json.dumps(key, sort_keys=True, default=str)),
+                            "outputs": hashes})
+
+
+def level_dir(root: Path, framework: str, method: str, sparsity: float) -> Path:
+    """`<root>/<framework>/<method>/k<NN>`: two digits; fractional levels keep their decimals."""
+    name = f"k{int(sparsity):02d}" if float(sparsity).is_integer() else f"k{sparsity:05.2f}".replace(".", "p")
+    return Path(root) / framework / method / name
+
+
+def train_dir(framework: str, seed: int, root: Path = ARTIFACTS) -> Path:
+    return Path(root) / "train" / framework / f"s{seed}"
+
+
+def train_stage(framework: str, *, seed: int = 0, data_dir=None, config=None,
+                root: Path = ARTIFACTS) -> Path:
+    """Train (or reuse) one framework's model; returns the path of its model.npz."""
+    from pipeline import data, train
+
+    config = config or train.TrainConfig()
+    out = train_dir(framework, seed, root)
+    directory = data.data_dir(data_dir)
+    key = {"stage": "train", "framework": framework, "seed": seed, "config": asdict(config),
+           "data_sha256": data.files_sha256(directory) if directory.is_dir() else None}
+    stamp = out / STAMP
+    if fresh(stamp, key):
+        tqdm.write(f"train {framework} seed {seed}: up to date ({out})")
+        return out / "model.npz"
+    dataset = data.load_fashion_mnist(directory)
+    train.train_and_save(framework, dataset=dataset, seed=seed, out_dir=out, config=config)
+    mark(stamp, key, [out / "model.npz", out / "curves.json", out / "train.json"])
+    return out / "model.npz"
+
+
+def physical(model: model_io.Model) -> model_io.Model:
+    """The stored form: unit-pruned -> shrunk dense, weight-pruned -> CSR, others unchanged."""
+    method = str(model.meta.get("method", "dense"))
+    if float(model.meta.get("sparsity", 0)) == 0:
+        return model.with_layers(model.layers, physical="dense")
+    return PHYSICAL.get(method.removesuffix("-ft"), lambda m: m)(model)
+
+
+def _shrink(model):
+    from pipeline.shrink import shrink
+    return shrink(model)
+
+
+def _csr(model):
+    from pipeline.sparse import to_csr
+    return to_csr(model)
+
+
+# Base method name -> how its pruning is made physical. New methods register here.
+PHYSICAL = {"unit": _shrink, "weight": _csr}
+
+
+def prune_stage(trained_npz: Path, *, framework: str, methods=("weight", "unit"), levels=LEVELS,
+                out_root: Path = ARTIFACTS / "export", include_output: bool = False) -> list[Path]:
+    """Prune one trained model at every level with every method; write the physical form."""
+    trained_npz = Path(trained_npz)
+    base = model_io.load(trained_npz)
+    source_sha = sha256_file(trained_npz)
+    written = []
+    jobs = [(m, k) for m in methods for k in levels]
+    for method, k in tqdm(jobs, desc=f"prune {framework}", unit="model", leave=False):
+        out = level_dir(out_root, framework, method, k)
+        key = {"stage": "prune", "method": method, "sparsity": k, "source": source_sha,
+               "include_output": include_output}
+        if not fresh(out / STAMP, key):
+            stored = physical(prune(base, method, k, include_output=include_output))
+            stored = stored.with_layers(stored.layers, framework=framework)
+            model_io.save(stored, out / "model.npz")
+            mark(out / STAMP, key, [out / "model.npz"])
+        written.append(out / "model.npz")
+    if not written:
+        raise fail("levels", "no pruning levels or methods given")
+    return written
