@@ -92,3 +92,7 @@ def prune(model: Model, method: str, sparsity, *, include_output: bool = False) 
 
 def sparsity_of(layer: Layer) -> float:
     return 1.0 - layer.nnz / float(np.prod(layer.shape))
+
+
+# Structured and low-rank methods register themselves into METHODS (additive; keep last).
+from pipeline import lowrank as _lowrank, prune_block as _prune_block  # noqa: E402,F401
