@@ -1,0 +1,159 @@
+"""TFLite files whose pruned weights stay sparse at run time (EXPERIMENTAL_SPARSITY, no DENSIFY).
+
+LiteRT only runs a sparse FULLY_CONNECTED weight natively when it is block-sparse in the kernel's
+block shape: 1x4 for float32, 1x16 for int8 (dynamic range). Any other pattern makes the converter
+insert DENSIFY, which rebuilds the dense matrix and is no faster, so `export` refuses such files.
+Measured on LiteRT 2.3: XNNPACK returns WRONG outputs for int8 sparse weights, so int8 files are
+verified and must be run without the default delegates (`delegate="none"`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.errors import fail
+from pipeline.fileio import write_bytes
+from pipeline.model import Model
+
+QUANTIZE = ("none", "dynamic")  # float32 weights | int8 weights, float activations (hybrid kernels)
+KERNEL_BLOCK = {"none": 4, "dynamic": 16}
+DELEGATES = ("xnnpack", "none")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SparseTfliteOptions:
+    quantize: str = "none"
+    fp32_atol: float = 1e-4  # float32 kernels sum in another order; 1e-4 is far above that noise
+    int8_rel_err: float = 0.05  # dynamic-range int8 is ~1-2% off in L2; a broken kernel is >> 1
+    int8_top1: float = 0.97
+    verify_rows: int = 256
+    seed: int = 0
+
+
+def check_options(options) -> SparseTfliteOptions:
+    options = options or SparseTfliteOptions()
+    if options.quantize not in QUANTIZE:
+        raise fail("quantize", f"must be one of {', '.join(QUANTIZE)}, got {options.quantize!r}")
+    return options
+
+
+def convert(model: Model, *, quantize: str = "none", sparse: bool = True) -> bytes:
+    """TFLite flatbuffer of the model: one FULLY_CONNECTED (+ activation) per layer, batch dim free."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    weights = [tf.constant(layer.dense_weight()) for layer in model.layers]
+    biases = [tf.constant(layer.bias) for layer in model.layers]
+    acts = {"relu": tf.nn.relu, "identity": tf.identity, "tanh": tf.tanh, "sigmoid": tf.sigmoid,
+            "leaky_relu": lambda z: tf.nn.leaky_relu(z, alpha=0.01)}
+
+    @tf.function(input_signature=[tf.TensorSpec([None, model.input_dim], tf.float32)])
+    def forward(x):
+        for w, b, layer in zip(weights, biases, model.layers):
+            x = acts[layer.activation](tf.matmul(x, w) + b)
+        return x
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()], tf.Module())
+    conv.optimizations = ([tf.lite.Optimize.DEFAULT] if quantize == "dynamic" else []) + \
+        ([tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else [])
+    return conv.convert()
+
+
+def describe(buf: bytes) -> dict:
+    """Op names in execution order and, per FULLY_CONNECTED, whether its weight is stored sparse."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
+    g = m.subgraphs[0]
+    ops, fc_sparse = [], []
+    for op in g.operators:
+        code = m.operatorCodes[op.opcodeIndex]
+        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), str(code.builtinCode))
+        ops.append(name)
+        if name == "FULLY_CONNECTED":
+            fc_sparse.append(g.tensors[op.inputs[1]].sparsity is not None)
+    return {"ops": ops, "fc_sparse": fc_sparse, "runs_sparse": any(fc_sparse) and "DENSIFY" not in ops}
+
+
+def run(buf: bytes, x: np.ndarray, *, delegate: str = "xnnpack", threads: int = 1):
+    """Outputs of the file in LiteRT for batch x; delegate "none" = BUILTIN_WITHOUT_DEFAULT_DELEGATES."""
+    return make_runner(buf, x.shape[0], delegate=delegate, threads=threads)(x)
+
+
+def make_runner(buf: bytes, batch: int, *, delegate: str = "xnnpack", threads: int = 1):
+    """A callable x -> y bound to one allocated interpreter (for timing loops)."""
+    from ai_edge_litert import interpreter as litert
+
+    if delegate not in DELEGATES:
+        raise fail("delegate", f"must be one of {', '.join(DELEGATES)}, got {delegate!r}")
+    resolver = {"xnnpack": litert.OpResolverType.AUTO,
+                "none": litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}[delegate]
+    it = litert.Interpreter(model_content=buf, num_threads=threads, experimental_op_resolver_type=resolver)
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    it.resize_tensor_input(inp["index"], [batch, inp["shape"][1]])
+    it.allocate_tensors()
+
+    def call(x):
+        it.set_tensor(inp["index"], x)
+        it.invoke()
+        return it.get_tensor(out["index"])
+    return call
+
+
+def check_outputs(y: np.ndarray, ref: np.ndarray, *, quantize: str, options: SparseTfliteOptions) -> dict:
+    """passed/failed with the numbers; float32 by max |diff|, int8 by relative L2 error + top-1."""
+    diff = float(np.abs(y - ref).max())
+    rel = float(np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-12))
+    top1 = float((y.argmax(1) == ref.argmax(1)).mean())
+    if quantize == "none":
+        ok, reason = diff <= options.fp32_atol, f"max |diff| {diff:.3g} > {options.fp32_atol}"
+    else:
+        ok = rel <= options.int8_rel_err and top1 >= options.int8_top1
+        reason = f"rel err {rel:.3g} (<= {options.int8_rel_err}), top-1 agreement {top1:.3f} (>= {options.int8_top1})"
+    return {"status": "passed" if ok else "failed", "max_abs_diff": diff, "rel_err": rel,
+            "top1_agreement": top1, "n": int(len(y)), "reason": "" if ok else reason}
+
+
+def verify(buf: bytes, model: Model, x: np.ndarray, *, quantize: str, options=None) -> dict:
+    """{delegate: check_outputs(...)} for every delegate; a crash is a failed row with its reason."""
+    options = check_options(options)
+    ref = model.forward(x)
+    result = {}
+    for delegate in DELEGATES:
+        try:
+            result[delegate] = check_outputs(run(buf, x, delegate=delegate), ref, quantize=quantize, options=options)
+        except (RuntimeError, ValueError) as e:
+            result[delegate] = {"status": "failed", "reason": f"{type(e).__name__}: {str(e).splitlines()[0]}"}
+    return result
+
+
+def verify_inputs(model: Model, options: SparseTfliteOptions) -> np.ndarray:
+    """Real-looking inputs in [0, 1] (pixel range) for verification, deterministic."""
+    return np.random.default_rng(options.seed).random((options.verify_rows, model.input_dim), dtype=np.float32)
+
+
+def export(model: Model, out_path: Path, options=None) -> Path:
+    """Write a block-sparse TFLite file; refuse a file with DENSIFY or one failing verification
+    under every delegate. The per-delegate verification is returned by `export_with_report`."""
+    return export_with_report(model, out_path, options)[0]
+
+
+def export_with_report(model: Model, out_path: Path, options=None) -> tuple[Path, dict]:
+    options = check_options(options)
+    buf = convert(model, quantize=options.quantize)
+    info = describe(buf)
+    if "DENSIFY" in info["ops"]:
+        block = KERNEL_BLOCK[options.quantize]
+        raise fail(out_path, f"converter inserted DENSIFY: the weights are not 1x{block}-block sparse "
+                             f"(prune with method {'block' if block == 4 else 'block16'} for quantize={options.quantize})")
+    checks = verify(buf, model, verify_inputs(model, options), quantize=options.quantize, options=options)
+    if not any(c["status"] == "passed" for c in checks.values()):
+        raise fail(out_path, "verification failed under every delegate: " +
+                   "; ".join(f"{d}: {c['reason']}" for d, c in checks.items()))
+    write_bytes(out_path, buf)
+    passed = [d for d in DELEGATES if checks[d]["status"] == "passed"]
+    return Path(out_path), {**info, "verify": checks, "delegate": passed[0], "bytes": len(buf)}
