@@ -15,3 +15,23 @@ def real_test_slice(n: int = 500) -> np.ndarray:
         x, _ = load_idx_pair(DEFAULT_DATA_DIR / images, DEFAULT_DATA_DIR / labels)
         return x[:n]
     return np.random.default_rng(0).random((n, 784), dtype=np.float32)
+
+
+def small_dataset(n_train: int = 2000, n_val: int = 500, n_test: int = 1000):
+    """A slice of real Fashion-MNIST (first n of each split) for quick training tests;
+    a learnable synthetic stand-in (noisy class prototypes) if the data isn't installed."""
+    from dataclasses import replace
+
+    from pipeline.data import Dataset, load_fashion_mnist
+    if (DEFAULT_DATA_DIR / FILES["test"][0]).is_file():
+        d = load_fashion_mnist()
+        return replace(d, x_train=d.x_train[:n_train], y_train=d.y_train[:n_train], x_val=d.x_val[:n_val],
+                       y_val=d.y_val[:n_val], x_test=d.x_test[:n_test], y_test=d.y_test[:n_test])
+    rng = np.random.default_rng(0)
+    prototypes = rng.random((10, 784), dtype=np.float32)
+
+    def split(n):
+        y = rng.integers(0, 10, n)
+        x = np.clip(prototypes[y] + rng.normal(0, 0.3, (n, 784)), 0, 1).astype(np.float32)
+        return x, y.astype(np.int64)
+    return Dataset(*split(n_train), *split(n_val), *split(n_test), sha256="synthetic")
