@@ -1,0 +1,196 @@
+#!/usr/bin/env python3
+"""Measure this bundle's latency on the device it runs on.
+
+Writes rows in the project's bench results schema (source="device") so `make report
+DEVICE_RESULTS=...` can put device numbers beside the host's: warm-up, then p50/p90/p99
+over timed single calls, at 1 thread and all cores. Imports only numpy, the bundle's
+runtime and the standard library; the bundle's hashes are checked before loading.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import json
+import os
+import platform
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import predict
+from predict import HERE, BundleError
+
+# The bench results schema of docs/CONTRACTS.md, in order.
+COLUMNS = ("source", "framework", "method", "sparsity", "artifact", "format", "variant", "runtime",
+           "threads", "batch", "status", "reason", "p50_us", "p90_us", "p99_us", "mean_us",
+           "per_sample_us", "reps", "ratio_vs_dense", "bytes", "gzip_bytes", "accuracy", "peak_rss_mb")
+
+
+def time_calls(runner, x: np.ndarray, *, warmup: int, reps: int, max_seconds: float) -> np.ndarray:
+    """Per-call wall times in microseconds; stops early (>= 5 reps) when max_seconds is spent."""
+    for _ in range(warmup):
+        runner(x)
+    times = []
+    deadline = time.perf_counter() + max_seconds
+    for i in range(reps):
+        t0 = time.perf_counter_ns()
+        runner(x)
+        times.append((time.perf_counter_ns() - t0) / 1e3)
+        if i >= 4 and time.perf_counter() > deadline:
+            break
+    return np.asarray(times)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def base_row(manifest: dict, model_bytes: bytes) -> dict:
+    prov = manifest.get("provenance") or {}
+    model = manifest["model"]
+    return {"source": "device", "framework": prov.get("framework", ""), "method": prov.get("method", ""),
+            "sparsity": prov.get("sparsity", ""), "artifact": model.get("artifact", model["file"]),
+            "format": model["format"], "variant": model.get("variant", ""),
+            "bytes": len(model_bytes), "gzip_bytes": len(gzip.compress(model_bytes, 9, mtime=0))}
+
+
+def bench_one(manifest, threads, batch, args, accuracy) -> dict:
+    row = {"threads": threads, "batch": batch, "reason": "", "runtime": manifest["model"].get("runtime", "")}
+    try:
+        runner = predict.open_model(manifest, threads=threads)
+        row["runtime"] = getattr(runner, "runtime", row["runtime"])
+        x = np.random.default_rng(0).integers(0, 256, (batch, 784)).astype(np.float32) / np.float32(255)
+        t = time_calls(runner, x, warmup=args.warmup, reps=args.reps, max_seconds=args.max_seconds)
+    except BundleError:
+        raise  # a tampered bundle is not a benchmark result
+    except Exception as e:  # one failed configuration is a row, not a crash of the sweep
+        row.update(status="failed", reason=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        return row
+    p50, p90, p99 = np.percentile(t, [50, 90, 99])
+    prov = manifest.get("provenance") or {}
+    dense = prov.get("method") == "dense" or prov.get("sparsity") in (0, 0.0)
+    row.update(status="ok", p50_us=round(p50, 2), p90_us=round(p90, 2), p99_us=round(p99, 2),
+               mean_us=round(float(t.mean()), 2), per_sample_us=round(p50 / batch, 3), reps=len(t),
+               ratio_vs_dense=1.0 if dense else "", accuracy=accuracy if accuracy is not None else "",
+               peak_rss_mb=round(peak_rss_mb(), 1))
+    return row
+
+
+def measure_accuracy(manifest, images: Path | None, labels: Path | None):
+    if images is None:
+        return None
+    if labels is None:
+        raise BundleError("--labels: needed with --images to measure accuracy")
+    x, y = predict.load_images(images), predict.load_labels(labels)
+    if len(x) != len(y):
+        raise BundleError(f"{labels}: {len(y)} labels for {len(x)} images")
+    classes = predict.run_batched(predict.open_model(manifest), x).argmax(axis=1)
+    return round(float((classes == y).mean()), 6)
+
+
+def machine_info(manifest: dict) -> dict:
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "CPU part") and value.strip():
+                cpu = value.strip()
+                break
+    except OSError:
+        pass
+    versions = {"numpy": np.__version__}
+    for module in ("onnxruntime", "ai_edge_litert"):
+        if module in sys.modules:
+            versions[module] = getattr(sys.modules[module], "__version__", "")
+    return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "platform": platform.platform(), "versions": versions,
+            "bundle": manifest.get("name")}
+
+
+def write_outputs(path: Path, rows: list[dict], info: dict, config: dict) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: row.get(c, "") for c in COLUMNS})
+    doc = json.dumps({"machine": info, "config": config, "rows": rows}, indent=2, sort_keys=True) + "\n"
+    for target, text in ((path, buf.getvalue()), (path.with_suffix(".json"), doc)):
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, target)
+
+
+def parse_threads(text: str) -> list[int]:
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        n = (os.cpu_count() or 1) if part == "all" else int(part) if part.isdigit() else 0
+        if n < 1:
+            raise BundleError(f"--threads: expected a list like 1,all, got {text!r}")
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def run(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", type=Path, default=Path("device_results.csv"),
+                   help="CSV to write (a .json with machine info goes beside it)")
+    p.add_argument("--threads", default="1,all", help="comma list of thread counts; 'all' = every core")
+    p.add_argument("--batch", default="1", help="comma list of batch sizes (default 1)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed calls first (default 20)")
+    p.add_argument("--reps", type=int, default=300, help="timed calls per configuration (default 300)")
+    p.add_argument("--max-seconds", type=float, default=20.0,
+                   help="stop a configuration early after this long, keeping >= 5 reps (default 20)")
+    p.add_argument("--images", type=Path, help="test images (.npy or IDX) to also measure accuracy")
+    p.add_argument("--labels", type=Path, help="labels for --images (.npy or IDX)")
+    args = p.parse_args(argv)
+    if args.warmup < 0 or args.reps < 1 or args.max_seconds <= 0:
+        raise BundleError("--warmup/--reps/--max-seconds: must be >= 0 / >= 1 / > 0")
+    try:
+        batches = sorted({int(b) for b in args.batch.split(",")})
+    except ValueError:
+        raise BundleError(f"--batch: expected a list like 1,64, got {args.batch!r}") from None
+    if min(batches) < 1:
+        raise BundleError(f"--batch: sizes must be >= 1, got {args.batch!r}")
+    if not args.out.parent.is_dir():
+        raise BundleError(f"{args.out}: directory {args.out.parent} does not exist")
+    manifest = predict.load_manifest()
+    predict.verify_files(manifest)
+    model_bytes = (HERE / manifest["model"]["file"]).read_bytes()
+    accuracy = measure_accuracy(manifest, args.images, args.labels)
+    base = base_row(manifest, model_bytes)
+    rows = []
+    for threads in parse_threads(args.threads):
+        for batch in batches:
+            row = {**base, **bench_one(manifest, threads, batch, args, accuracy)}
+            rows.append(row)
+            print(f"{row['runtime']} threads={threads} batch={batch}: "
+                  + (f"p50 {row['p50_us']:.1f} us, p90 {row['p90_us']:.1f}, p99 {row['p99_us']:.1f} "
+                     f"({row['reps']} reps)" if row["status"] == "ok" else f"failed: {row['reason']}"))
+    config = {"threads": args.threads, "batch": batches, "warmup": args.warmup, "reps": args.reps,
+              "max_seconds": args.max_seconds}
+    write_outputs(args.out, rows, machine_info(manifest), config)
+    print(f"wrote {args.out}")
+    return 0 if all(r["status"] == "ok" for r in rows) else 1
+
+
+def main(argv=None) -> int:
+    try:
+        return run(argv)
+    except BundleError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
