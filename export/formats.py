@@ -1,0 +1,107 @@
+"""The table of export formats: one row per file we write next to a k-dir's model.npz.
+
+Every exporter has the signature `export(model, out_path, options) -> Path`. Verification,
+the manifest, the table and the benchmarks all loop over `FORMATS`, so adding a format
+(block-sparse, ONNX int8, ...) is adding one row here and, if needed, one function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from export import onnx_format, tflite_format
+from pipeline.errors import fail
+from pipeline.model import Model
+
+ALL_KINDS = None  # a row applies to every physical kind
+CSR = frozenset({"csr"})  # sparse storage only pays off when weights were pruned individually
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportOptions:
+    opset: int = onnx_format.OPSET  # 21: run by onnxruntime >= 1.20, so older device builds load it too
+    calibration: np.ndarray | None = None  # float32 [n, in] training images for int8-full (a few hundred)
+    quiet: bool = True  # swallow converter chatter on stdout/stderr (kept for error messages)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportFormat:
+    name: str  # key on the CLI and in the manifest, e.g. "tflite-int8-full"
+    suffix: str  # file name inside the k-dir
+    format: str  # manifest "format": "onnx" | "tflite"
+    variant: str  # manifest "variant": "fp32" | "sparse" | "fp16" | "int8-dynamic" | "int8-full"
+    runtime: str  # "onnxruntime" | "litert"
+    precision: str  # "fp32": logits within 1e-4 of the reference; "reduced": top-1 agreement
+    export: Callable[[Model, Path, ExportOptions], Path]
+    kinds: frozenset | None = ALL_KINDS  # physical kinds ("dense", "shrunk", "csr") it applies to
+    delegates: tuple = (None,)  # tried in order by verify; the first that passes ships
+    notes: str = ""
+
+    def applies_to(self, model: Model) -> bool:
+        return self.kinds is None or physical_kind(model) in self.kinds
+
+
+_tfl = dict(format="tflite", runtime="litert", delegates=("xnnpack", "none"))
+
+FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
+    ExportFormat(name="onnx", suffix="model.onnx", format="onnx", variant="fp32", runtime="onnxruntime",
+                 precision="fp32", export=onnx_format.export_dense),
+    ExportFormat(name="onnx-sparse", suffix="model.sparse.onnx", format="onnx", variant="sparse",
+                 runtime="onnxruntime", precision="fp32", export=onnx_format.export_sparse, kinds=CSR,
+                 notes="weights stored as sparse Constant values; onnxruntime densifies them at load"),
+    ExportFormat(name="tflite", suffix="model.tflite", variant="fp32", precision="fp32",
+                 export=partial(tflite_format.export, recipe="fp32"), **_tfl),
+    ExportFormat(name="tflite-sparse", suffix="model.sparse.tflite", variant="sparse", precision="fp32",
+                 export=partial(tflite_format.export, recipe="sparse"), kinds=CSR, **_tfl,
+                 notes="Optimize.EXPERIMENTAL_SPARSITY; random sparsity is stored sparse and DENSIFY'd at load"),
+    ExportFormat(name="tflite-fp16", suffix="model.fp16.tflite", variant="fp16", precision="reduced",
+                 export=partial(tflite_format.export, recipe="fp16"), **_tfl),
+    ExportFormat(name="tflite-int8-dynamic", suffix="model.int8-dynamic.tflite", variant="int8-dynamic",
+                 precision="reduced", export=partial(tflite_format.export, recipe="int8-dynamic"), **_tfl),
+    ExportFormat(name="tflite-int8-full", suffix="model.int8.tflite", variant="int8-full",
+                 precision="reduced", export=partial(tflite_format.export, recipe="int8-full"), **_tfl,
+                 notes="int8 input and output; the runner quantizes x and dequantizes the logits"),
+)}
+
+# The k-dir's own description: listed in the manifest and checked through the same path.
+REFERENCE = ExportFormat(name="npz", suffix="model.npz", format="npz", variant="fp32", runtime="numpy",
+                         precision="fp32", export=None, notes="the reference; CSR layers run as SciPy sparse")
+
+
+def _inspect_npz(path: Path) -> tuple[list[str], bool]:
+    from pipeline.model import load
+    return [], physical_kind(load(path)) == "csr"
+
+
+# File format -> function listing (ops, runs_sparse) of a written file.
+INSPECT: dict[str, Callable[[Path], tuple[list[str], bool]]] = {
+    "npz": _inspect_npz,
+    "onnx": onnx_format.inspect,
+    "tflite": tflite_format.inspect,
+}
+
+
+def physical_kind(model: Model) -> str:
+    """"csr" if any layer is stored sparse, else the recorded physical form ("dense", "shrunk", ...)."""
+    if any(layer.is_sparse for layer in model.layers):
+        return "csr"
+    return str(model.meta.get("physical", "dense"))
+
+
+def select(names=None) -> list[ExportFormat]:
+    """Rows named in `names` (comma-separated string or iterable), in table order; all if None."""
+    if names is None or names == "all":
+        return list(FORMATS.values())
+    wanted = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    for name in wanted:
+        if name not in FORMATS:
+            raise fail("--formats", f"unknown format {name!r} (choose from {', '.join(FORMATS)})")
+    return [f for f in FORMATS.values() if f.name in wanted]
+
+
+def for_model(model: Model, formats=None) -> list[ExportFormat]:
+    return [f for f in (formats or FORMATS.values()) if f.applies_to(model)]

@@ -1,0 +1,110 @@
+"""Export and verify every format of one k-dir (`<root>/<framework>/<method>/k<NN>/model.npz`).
+
+The unit of work for the process pool. Results go to `<kdir>/export.json`; a stamp next to it
+lets a re-run skip the k-dir when model.npz, the formats, options, data and library versions
+are unchanged and every file still has its recorded hash. A failing format becomes a failed
+entry with its reason; `strict` re-raises instead (tests).
+"""
+from __future__ import annotations
+
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from export import formats as F
+from export.manifest import file_entry, library_versions
+from export.verify import FP32_ATOL, MIN_AGREEMENT, EvalData, verify_file
+from pipeline.errors import PrunedgeError
+from pipeline.fileio import sha256_bytes, sha256_file, write_json
+from pipeline.model import load
+
+RESULTS = "export.json"
+STAMP = ".export.stage.json"  # the prune stage owns .stage.json in the same directory
+
+
+def _reason(error: Exception) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if isinstance(error, PrunedgeError) else f"{type(error).__name__}: {text}"[:400]
+
+
+def stamp_key(kdir: Path, formats, options: F.ExportOptions, data: EvalData) -> dict:
+    calibration = options.calibration
+    return {
+        "stage": "export", "model": sha256_file(Path(kdir) / "model.npz"),
+        "formats": [f.name for f in formats], "opset": options.opset,
+        "calibration": None if calibration is None else sha256_bytes(np.ascontiguousarray(calibration).tobytes()),
+        "data": data.sha256, "n_check": len(data.x_check), "n_test": len(data.x_test),
+        "tolerances": {"fp32_atol": FP32_ATOL, "min_agreement": MIN_AGREEMENT},
+        "versions": library_versions(),
+    }
+
+
+def export_kdir(kdir: Path, *, root: Path, formats, options: F.ExportOptions, data: EvalData,
+                threads=None, strict: bool = False, reexport: bool = True) -> dict:
+    """Write (unless `reexport` is False) and verify each applicable format; returns the k-dir record."""
+    kdir, root = Path(kdir), Path(root)
+    start = time.perf_counter()
+    model = load(kdir / "model.npz")
+    reference = model.forward(data.x_check).astype(np.float64)
+    entries = []
+    for fmt in [F.REFERENCE] + F.for_model(model, formats):
+        entries.append(_one(kdir, root, fmt, model, reference, options, data, threads, strict, reexport))
+    record = {"kdir": kdir.relative_to(root).as_posix(), "seconds": round(time.perf_counter() - start, 3),
+              "files": entries}
+    write_json(kdir / RESULTS, record)
+    return record
+
+
+def _one(kdir, root, fmt, model, reference, options, data, threads, strict, reexport) -> dict:
+    path = kdir / fmt.suffix
+    common = dict(name=fmt.name, format=fmt.format, variant=fmt.variant, runtime=fmt.runtime, meta=model.meta)
+    export_seconds = None
+    if fmt.export is not None and reexport:
+        path.unlink(missing_ok=True)  # never leave an older file behind a failed export
+        t0 = time.perf_counter()
+        try:
+            fmt.export(model, path, options)
+        except Exception as e:
+            if strict:
+                raise
+            failed = {"status": "failed", "max_abs_diff": None, "top1_agreement": None, "n": 0,
+                      "reason": f"export failed: {_reason(e)}"}
+            return file_entry(root, path, **common, verify=failed, detail=traceback.format_exc(limit=3)[-800:])
+        export_seconds = round(time.perf_counter() - t0, 3)
+    if not path.is_file():
+        missing = {"status": "failed", "max_abs_diff": None, "top1_agreement": None, "n": 0,
+                   "reason": "file not found"}
+        return file_entry(root, path, **common, verify=missing)
+    try:
+        ops, runs_sparse = F.INSPECT[fmt.format](path)
+        outcome = verify_file(path, fmt, reference, data, threads=threads)
+    except Exception as e:
+        if strict:
+            raise
+        failed = {"status": "failed", "max_abs_diff": None, "top1_agreement": None, "n": 0, "reason": _reason(e)}
+        return file_entry(root, path, **common, verify=failed, export_seconds=export_seconds)
+    if strict and outcome.verify["status"] != "passed":
+        raise PrunedgeError(f"{path}: verification failed: {outcome.verify['reason']}")
+    return file_entry(root, path, **common, delegate=outcome.delegate, verify=outcome.verify,
+                      accuracy=outcome.accuracy, ops=ops, runs_sparse=runs_sparse,
+                      export_seconds=export_seconds, verify_seconds=round(outcome.seconds, 3))
+
+
+def process_kdir(kdir: Path, *, root: Path, formats, options: F.ExportOptions, data: EvalData,
+                 threads=None, strict: bool = False) -> dict:
+    """export_kdir unless the stamp says this exact work is already done (then its saved record)."""
+    import json
+    from pipeline.stages import fresh, mark
+
+    kdir = Path(kdir)
+    key = stamp_key(kdir, F.for_model(load(kdir / "model.npz"), formats), options, data)
+    if fresh(kdir / STAMP, key):
+        record = json.loads((kdir / RESULTS).read_text())
+        return {**record, "skipped": True}
+    record = export_kdir(kdir, root=root, formats=formats, options=options, data=data,
+                         threads=threads, strict=strict)
+    written = [Path(root) / e["path"] for e in record["files"] if e["sha256"] is not None]
+    mark(kdir / STAMP, key, written + [kdir / RESULTS])
+    return {**record, "skipped": False}

@@ -1,0 +1,169 @@
+"""TFLite export through TensorFlow's converter, from a concrete function built from the arrays.
+
+No SavedModel on disk and no Keras model: a tf.function closes over the description's
+weights as constants, which converts in well under a second per file. The signature is
+`serving_default` with input `x` [batch, in] and output `logits`. Ops are listed by parsing
+the flatbuffer with LiteRT's generated schema (no TensorFlow needed to inspect a file).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pipeline.errors import fail
+from pipeline.fileio import write_bytes
+from pipeline.model import LEAKY_RELU_ALPHA, Model, validate
+
+if TYPE_CHECKING:
+    from export.formats import ExportOptions
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recipe:
+    optimizations: tuple[str, ...] = ()  # names in tf.lite.Optimize
+    float16: bool = False  # store weights as float16 (DEQUANTIZE'd to float32 at load)
+    int8_full: bool = False  # int8 weights, activations, input and output; needs calibration images
+
+
+RECIPES: dict[str, Recipe] = {
+    "fp32": Recipe(),
+    "sparse": Recipe(optimizations=("EXPERIMENTAL_SPARSITY",)),
+    "fp16": Recipe(optimizations=("DEFAULT",), float16=True),
+    "int8-dynamic": Recipe(optimizations=("DEFAULT",)),
+    "int8-full": Recipe(optimizations=("DEFAULT",), int8_full=True),
+}
+
+
+def _tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+    return tf
+
+
+def _activations(tf) -> dict:
+    return {
+        "relu": tf.nn.relu,
+        "identity": lambda z: z,
+        "tanh": tf.math.tanh,
+        "sigmoid": tf.math.sigmoid,
+        "leaky_relu": lambda z: tf.nn.leaky_relu(z, alpha=LEAKY_RELU_ALPHA),
+    }
+
+
+def concrete_function(model: Model):
+    """(concrete function, module owning it) computing the model's logits from `x`."""
+    tf = _tf()
+    validate(model)
+    acts = _activations(tf)
+    params = [(tf.constant(l.dense_weight()), tf.constant(l.bias), acts[l.activation]) for l in model.layers]
+
+    @tf.function(input_signature=[tf.TensorSpec([None, model.input_dim], tf.float32, name="x")])
+    def serve(x):
+        for w, b, act in params:
+            x = act(tf.matmul(x, w) + b)
+        return {"logits": x}
+
+    module = tf.Module()
+    module.serve = serve
+    return serve.get_concrete_function(), module
+
+
+def convert(model: Model, recipe: Recipe, options: "ExportOptions", source: Path) -> bytes:
+    tf = _tf()
+    function, module = concrete_function(model)
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
+    converter.optimizations = [getattr(tf.lite.Optimize, name) for name in recipe.optimizations]
+    if recipe.float16:
+        converter.target_spec.supported_types = [tf.float16]
+    if recipe.int8_full:
+        calibration = options.calibration
+        if calibration is None or len(calibration) == 0:
+            raise fail("calibration", f"{source}: full int8 needs calibration images (ExportOptions.calibration)")
+        if calibration.ndim != 2 or calibration.shape[1] != model.input_dim:
+            raise fail("calibration", f"expected shape [n, {model.input_dim}], got {list(calibration.shape)}")
+        calibration = calibration.astype("float32", copy=False)
+        converter.representative_dataset = lambda: ([calibration[i:i + 1]] for i in range(len(calibration)))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    with _captured_output(options.quiet) as log:
+        try:
+            return converter.convert()
+        except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError ...
+            detail = str(e).strip().splitlines()[-1:] or log.tail()
+            raise fail(source, f"TFLite conversion failed: {' '.join(detail)[:300]}") from None
+
+
+def export(model: Model, out_path: Path, options: "ExportOptions", *, recipe: str) -> Path:
+    return write_bytes(out_path, convert(model, RECIPES[recipe], options, Path(out_path)))
+
+
+class _Log:
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def tail(self) -> list[str]:
+        if self.path is None or not self.path.exists():
+            return []
+        lines = [l for l in self.path.read_text(errors="replace").splitlines() if l.strip()]
+        return lines[-1:]
+
+
+@contextlib.contextmanager
+def _captured_output(quiet: bool):
+    """Send the converter's C++ stdout/stderr to a temp file (it prints on every call)."""
+    if not quiet:
+        yield _Log(None)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "convert.log"
+        saved = [os.dup(1), os.dup(2)]
+        with open(log, "wb") as f:
+            os.dup2(f.fileno(), 1)
+            os.dup2(f.fileno(), 2)
+        try:
+            yield _Log(log)
+        finally:
+            for fd, copy in zip((1, 2), saved):
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
+# ------------------------------------------------------------------ inspection
+
+def inspect(path: Path) -> tuple[list[str], bool]:
+    """(sorted builtin op names, runs_sparse) read from the flatbuffer.
+
+    runs_sparse: some op other than DENSIFY consumes a tensor stored sparse (e.g. FULLY_CONNECTED
+    on 1x4 block-sparse weights). Random sparsity gets DENSIFY in front, i.e. dense compute."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = Path(path).read_bytes()
+    if len(data) < 8 or data[4:8] != b"TFL3":
+        raise fail(path, "not a TFLite flatbuffer (missing TFL3 identifier)")
+    try:
+        model = schema.Model.GetRootAs(data, 0)
+        names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+        codes = []
+        for i in range(model.OperatorCodesLength()):
+            code = model.OperatorCodes(i)
+            builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+            custom = code.CustomCode()
+            codes.append(custom.decode() if custom else names.get(builtin, f"BUILTIN_{builtin}"))
+        ops, runs_sparse = set(), False
+        for s in range(model.SubgraphsLength()):
+            graph = model.Subgraphs(s)
+            for i in range(graph.OperatorsLength()):
+                op = graph.Operators(i)
+                name = codes[op.OpcodeIndex()]
+                ops.add(name)
+                if name != "DENSIFY":
+                    inputs = [op.Inputs(j) for j in range(op.InputsLength())]
+                    runs_sparse |= any(t >= 0 and graph.Tensors(t).Sparsity() is not None for t in inputs)
+    except (IndexError, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise fail(path, f"corrupt TFLite flatbuffer ({type(e).__name__})") from None
+    return sorted(ops), runs_sparse
