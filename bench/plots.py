@@ -1,0 +1,257 @@
+"""PNG figures for the report. Each function takes already-loaded data and one output path.
+
+Sparsity axes place level k at -log10(1 - k/100) (labelled with k), so 90/95/97/99 are
+spread out where the interesting changes happen instead of piling up at the right edge.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from bench import analysis
+from pipeline.fileio import atomic_path
+
+METHOD_COLORS = {"weight": "tab:blue", "unit": "tab:orange", "dense": "tab:gray"}
+OTHER_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+FRAMEWORK_STYLES = {"torch": "-", "tf": "--"}
+DPI = 110
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+    _plt().close(fig)
+    return Path(path)
+
+
+def _color(method: str) -> str:
+    """Fixed colours for weight/unit; other registered methods get a stable colour from their name."""
+    return METHOD_COLORS.get(method) or OTHER_COLORS[sum(map(ord, method)) % len(OTHER_COLORS)]
+
+
+def _style(framework: str) -> str:
+    return FRAMEWORK_STYLES.get(framework, ":")
+
+
+def sparsity_position(k) -> np.ndarray:
+    return -np.log10(1.0 - np.asarray(k, dtype=float) / 100.0)
+
+
+def _sparsity_axis(ax, levels) -> None:
+    levels = sorted({float(k) for k in levels})
+    ax.set_xticks(sparsity_position(levels))
+    ax.set_xticklabels([f"{k:g}" for k in levels])
+    ax.set_xlabel("sparsity (%)  [spacing: -log10 of the fraction kept]")
+    ax.grid(True, alpha=0.3)
+
+
+def preferred_variant(variants) -> str | None:
+    """fp32 when there is one: the variant every sparsity level and runtime has."""
+    variants = sorted({v for v in variants if v is not None})
+    return "fp32" if "fp32" in variants else (variants[0] if variants else None)
+
+
+# ---------------------------------------------------------------- training
+
+def learning_curves(runs: dict[int, dict[str, list]], framework: str, path: Path) -> Path:
+    """runs: seed -> {"train_loss": [...], "val_loss", "train_acc", "val_acc"} per epoch."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (seed, c) in enumerate(sorted(runs.items())):
+        color = colors[i % len(colors)]
+        for ax, what in zip(axes, ("loss", "acc")):
+            for split, style in (("train", "-"), ("val", "--")):
+                values = c.get(f"{split}_{what}")
+                if values:
+                    epochs = np.arange(1, len(values) + 1)
+                    label = f"seed {seed} {'validation' if split == 'val' else 'train'}"
+                    ax.plot(epochs, values, style, color=color, label=label)
+    for ax, title in zip(axes, ("loss", "accuracy")):
+        ax.set_title(f"{framework}: {title}")
+        ax.set_xlabel("epoch")
+        ax.grid(True, alpha=0.3)
+    axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- accuracy
+
+def accuracy_vs_sparsity(curves, framework: str, path: Path) -> Path:
+    """Mean accuracy per method with a min-max band over seeds (no band for a single seed)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    levels = []
+    for (fw, method), points in sorted(curves.items()):
+        if fw != framework:
+            continue
+        k = [p.sparsity for p in points]
+        levels += k
+        x = sparsity_position(k)
+        n = max(p.n for p in points)
+        label = f"{method} pruning" + (f" (mean of {n} seeds, band = min-max)" if n > 1 else " (1 seed)")
+        ax.plot(x, [p.mean for p in points], "o-", color=_color(method), label=label)
+        if n > 1:
+            ax.fill_between(x, [p.lo for p in points], [p.hi for p in points], color=_color(method), alpha=0.2)
+    dense = next((analysis.dense_point(p) for (fw, _), p in curves.items() if fw == framework), None)
+    if dense is not None:
+        ax.axhline(dense.mean - analysis.TOLERANCE, color="gray", ls=":", lw=1,
+                   label=f"dense - {analysis.TOLERANCE:g} point")
+    _sparsity_axis(ax, levels)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(f"{framework}: accuracy vs sparsity (10k test images, numpy reference)")
+    ax.legend(fontsize=8, loc="lower left")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- latency / size
+
+def latency_vs_sparsity(rows, path: Path) -> Path:
+    """One panel per runtime: p50 latency per method and framework (log y), dense k00 as a line."""
+    plt = _plt()
+    runtimes = sorted({r["runtime"] for r in rows})
+    cols = min(3, max(1, len(runtimes)))
+    nrows = max(1, -(-len(runtimes) // cols))
+    fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False,
+                             layout="constrained")
+    for ax, runtime in zip(axes.flat, runtimes):
+        rs = [r for r in rows if r["runtime"] == runtime]
+        variant = preferred_variant(r.get("variant") for r in rs)
+        rs = [r for r in rs if r.get("variant") == variant]
+        groups = defaultdict(list)
+        for r in rs:
+            groups[(r["framework"], r["method"], r["format"])].append(r)
+        for (fw, method, fmt), g in sorted(groups.items()):
+            g = sorted(g, key=lambda r: float(r["sparsity"]))
+            ks = [float(r["sparsity"]) for r in g if float(r["sparsity"]) > 0]
+            us = [r["p50_us"] for r in g if float(r["sparsity"]) > 0]
+            if ks:
+                ax.plot(sparsity_position(ks), us, "o" + _style(fw), color=_color(method), ms=4,
+                        label=f"{fw} {method} ({fmt})")
+        for fw in sorted({r["framework"] for r in rs}):
+            dense = [r["p50_us"] for r in rs if r["framework"] == fw and float(r["sparsity"]) == 0]
+            if dense:
+                ax.axhline(float(np.median(dense)), color="black", ls=_style(fw), lw=1, alpha=0.6,
+                           label=f"{fw} dense k00")
+        ax.set_yscale("log")
+        _sparsity_axis(ax, [float(r["sparsity"]) for r in rs] or [0])
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel("p50 latency (µs)")
+        ax.set_title(f"{runtime} ({variant})", fontsize=10)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(runtimes):]:
+        ax.axis("off")
+    fig.suptitle(_batch_title(rows, "latency vs sparsity"))
+    return _save(fig, path)
+
+
+def _batch_title(rows, what: str) -> str:
+    batches = sorted({r.get("batch") for r in rows if r.get("batch") is not None})
+    threads = sorted({r.get("threads") for r in rows if r.get("threads") is not None})
+    return f"{what}: batch {', '.join(map(str, batches))}, {', '.join(map(str, threads))} thread(s)"
+
+
+def size_vs_sparsity(artifacts, path: Path, framework: str | None = None) -> Path:
+    """One panel per format: raw (solid) and gzip (dashed) bytes per method, log y."""
+    plt = _plt()
+    frameworks = sorted({a["framework"] for a in artifacts})
+    framework = framework or ("torch" if "torch" in frameworks else frameworks[0])
+    arts = [a for a in artifacts if a["framework"] == framework]
+    formats = sorted({a["format"] for a in arts})
+    n = max(1, len(formats))
+    fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), squeeze=False, layout="constrained")
+    for ax, fmt in zip(axes.flat, formats):
+        fa = [a for a in arts if a["format"] == fmt]
+        variant = preferred_variant(a.get("variant") for a in fa)
+        fa = [a for a in fa if a.get("variant") == variant]
+        for method in sorted({a["method"] for a in fa}):
+            ma = sorted((a for a in fa if a["method"] == method), key=lambda a: float(a["sparsity"]))
+            x = sparsity_position([float(a["sparsity"]) for a in ma])
+            ax.plot(x, [a["bytes"] / 1e6 for a in ma], "o-", color=_color(method), ms=4, label=f"{method} raw")
+            gz = [(xi, a["gzip_bytes"] / 1e6) for xi, a in zip(x, ma) if a.get("gzip_bytes")]
+            if gz:
+                ax.plot(*zip(*gz), "x--", color=_color(method), ms=5, label=f"{method} gzip")
+        ax.set_yscale("log")
+        _sparsity_axis(ax, [float(a["sparsity"]) for a in fa] or [0])
+        ax.set_xlabel("sparsity (%)")
+        ax.set_ylabel("file size (MB)")
+        ax.set_title(f"{fmt} ({variant})", fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"artifact size vs sparsity ({framework})")
+    return _save(fig, path)
+
+
+def pareto(rows, path: Path) -> Path:
+    """Accuracy vs p50 latency of every artifact x runtime; the Pareto front drawn and labelled."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    points = [(r["p50_us"], r["accuracy"]) for r in rows]
+    for runtime in sorted({r["runtime"] for r in rows}):
+        rs = [r for r in rows if r["runtime"] == runtime]
+        ax.scatter([r["p50_us"] for r in rs], [r["accuracy"] for r in rs], s=14, alpha=0.6, label=runtime)
+    front = analysis.pareto_front(points)
+    fx, fy = [points[i][0] for i in front], [points[i][1] for i in front]
+    ax.step(fx, fy, where="post", color="black", lw=1.2, label="Pareto front")
+    ax.scatter(fx, fy, s=60, facecolors="none", edgecolors="black")
+    for i in front:
+        r = rows[i]
+        ax.annotate(f'{r["runtime"]}: {r["framework"]} {r["method"]} k{float(r["sparsity"]):g} {r.get("variant") or ""}',
+                    points[i], fontsize=6, xytext=(4, -8), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency (µs, log)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title(_batch_title(rows, "accuracy vs latency"))
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(fig, path)
+
+
+# ---------------------------------------------------------------- weights (Q4)
+
+def weight_histograms(weights: list[np.ndarray], framework: str, path: Path,
+                      prune_at: float = 90.0) -> Path:
+    """Histogram of each pruned layer's weights (log counts) with the |w| cut of `prune_at`% weight pruning."""
+    plt = _plt()
+    n = len(weights)
+    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False, layout="constrained")
+    for i, (ax, w) in enumerate(zip(axes.flat, weights)):
+        w = np.ravel(w)
+        cut = float(np.quantile(np.abs(w), prune_at / 100.0))
+        ax.hist(w, bins=200, color="tab:blue", alpha=0.8)
+        ax.axvspan(-cut, cut, color="tab:red", alpha=0.15, label=f"|w| < {cut:.3g}: {prune_at:g}% pruned")
+        ax.set_yscale("log")
+        ax.set_title(f"layer {i} {list(np.shape(weights[i]))}", fontsize=9)
+        ax.set_xlabel("weight")
+        ax.legend(fontsize=6)
+    axes.flat[0].set_ylabel("count (log)")
+    fig.suptitle(f"{framework}: trained weight distribution per pruned layer")
+    return _save(fig, path)
+
+
+def singular_spectra(spectra: list[np.ndarray], framework: str, path: Path) -> Path:
+    """Left: sigma_i / sigma_1 (log); right: cumulative energy; x = i / number of singular values."""
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+    for i, s in enumerate(spectra):
+        x = np.arange(1, s.size + 1) / s.size
+        ax1.plot(x, s / s[0], label=f"layer {i} ({s.size} values)")
+        ax2.plot(x, analysis.cumulative_energy(s), label=f"layer {i}")
+    ax1.set_yscale("log")
+    ax1.set_ylabel("sigma_i / sigma_1")
+    ax2.set_ylabel("cumulative energy (sum sigma^2)")
+    ax2.axhline(0.9, color="gray", ls=":", lw=1)
+    for ax in (ax1, ax2):
+        ax.set_xlabel("fraction of singular values")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{framework}: singular value spectrum per pruned layer (normalized)")
+    return _save(fig, path)

@@ -1,0 +1,192 @@
+"""Load everything the report reads into typed rows, accuracy always in percent.
+
+Missing optional inputs give empty tables (the report then says what to run); a file
+that exists but cannot be parsed is a user error naming the file.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.errors import fail
+
+# results.csv column -> type (docs/CONTRACTS.md); everything else stays a string.
+NUMERIC = {"threads": int, "batch": int, "sparsity": float, "p50_us": float, "p90_us": float,
+           "p99_us": float, "mean_us": float, "per_sample_us": float, "reps": int,
+           "ratio_vs_dense": float, "bytes": int, "gzip_bytes": int, "accuracy": float,
+           "peak_rss_mb": float}
+REQUIRED = ("framework", "method", "sparsity", "artifact", "format", "runtime", "threads", "batch", "status")
+
+
+@dataclass
+class Inputs:
+    root: Path
+    accuracy: list[dict] = field(default_factory=list)  # framework, method, seed, sparsity, accuracy (%)
+    accuracy_source: str = ""
+    curves: dict[str, dict[int, dict]] = field(default_factory=dict)  # framework -> seed -> curves.json
+    train_info: dict[str, dict[int, dict]] = field(default_factory=dict)  # framework -> seed -> train.json
+    results: list[dict] = field(default_factory=list)  # host rows of results.csv
+    results_path: Path | None = None
+    machine: dict = field(default_factory=dict)
+    device: list[dict] = field(default_factory=list)
+    device_paths: list[Path] = field(default_factory=list)
+    manifest: dict = field(default_factory=dict)
+    weights: dict[str, tuple[Path, object]] = field(default_factory=dict)  # framework -> (npz, Model)
+
+    @property
+    def frameworks(self) -> list[str]:
+        names = {r["framework"] for r in self.accuracy} | set(self.curves) | set(self.weights)
+        names |= {r["framework"] for r in self.results}
+        return sorted(names)
+
+
+def _number(value, kind, path, column):
+    if value is None or (isinstance(value, str) and value.strip().lower() in ("", "nan", "none", "null")):
+        return None
+    try:
+        x = kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError):
+        raise fail(path, f"column {column}: not a number: {value!r}") from None
+    return None if isinstance(x, float) and not math.isfinite(x) else x
+
+
+def typed_row(raw: dict, path) -> dict:
+    row = {k: (_number(v, NUMERIC[k], path, k) if k in NUMERIC else v) for k, v in raw.items()}
+    row["variant"] = row.get("variant") or None
+    return row
+
+
+def as_percent(rows, key: str = "accuracy") -> list[dict]:
+    """Accuracy in percent: a table whose accuracies are all <= 1 is taken to hold fractions."""
+    values = [r[key] for r in rows if r.get(key) is not None]
+    if values and max(values) <= 1.0:
+        rows = [{**r, key: None if r.get(key) is None else 100.0 * r[key]} for r in rows]
+    return rows
+
+
+def read_results(path: Path, *, source: str | None = None) -> tuple[list[dict], dict]:
+    """Rows of a results .csv or .json (typed, accuracy in %) and the JSON's machine block."""
+    path = Path(path)
+    if not path.is_file():
+        raise fail(path, "results file not found")
+    machine = {}
+    try:
+        if path.suffix == ".json":
+            doc = json.loads(path.read_text())
+            raw, machine = doc["rows"], doc.get("machine", {})
+            columns = set(raw[0]) if raw else set(REQUIRED)
+        else:
+            with open(path, newline="") as f:
+                reader = csv.DictReader(f)
+                raw, columns = list(reader), set(reader.fieldnames or ())
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise fail(path, f"unreadable results ({type(e).__name__}: {e})") from None
+    missing = [c for c in REQUIRED if c not in columns]
+    if missing:
+        raise fail(path, f"missing columns {', '.join(missing)} (schema in docs/CONTRACTS.md)")
+    rows = [typed_row(r, path) for r in raw]
+    if source:
+        rows = [{**r, "source": source} for r in rows]
+    return as_percent(rows), machine
+
+
+def _read_json(path: Path):
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError) as e:
+        raise fail(path, f"unreadable JSON ({e})") from None
+
+
+def manifest_accuracy(manifest: dict) -> list[dict]:
+    """Single-seed accuracy rows from the export manifest: the numpy reference of each npz."""
+    rows = []
+    for f in manifest.get("files", []):
+        if f.get("format") == "npz" and f.get("accuracy") is not None:
+            rows.append({"framework": f["framework"], "method": f["method"], "seed": 0,
+                         "sparsity": float(f["sparsity"]), "accuracy": float(f["accuracy"])})
+    return rows
+
+
+def _seed_of(directory: Path) -> int | None:
+    name = directory.name
+    return int(name[1:]) if name.startswith("s") and name[1:].isdigit() else None
+
+
+def read_training(root: Path) -> tuple[dict, dict]:
+    curves: dict[str, dict[int, dict]] = {}
+    info: dict[str, dict[int, dict]] = {}
+    for path in sorted((root / "train").glob("*/s*/curves.json")):
+        seed = _seed_of(path.parent)
+        if seed is None:
+            continue
+        framework = path.parent.parent.name
+        curves.setdefault(framework, {})[seed] = _curves(_read_json(path), path)
+        if (path.parent / "train.json").is_file():
+            info.setdefault(framework, {})[seed] = _read_json(path.parent / "train.json")
+    return curves, info
+
+
+def _curves(doc, path) -> dict[str, list]:
+    """curves.json as {"train_loss": [...], ...}; a list of per-epoch dicts is accepted too."""
+    if isinstance(doc, list):
+        doc = {k: [row.get(k) for row in doc] for k in (doc[0] if doc else {})}
+    if not isinstance(doc, dict):
+        raise fail(path, "expected per-epoch lists of train_loss, train_acc, val_loss, val_acc")
+    return doc
+
+
+def model_for_weights(root: Path, framework: str) -> Path | None:
+    """The trained (dense) model of the lowest seed, else the exported dense k00 model."""
+    trained = sorted((root / "train" / framework).glob("s*/model.npz"),
+                     key=lambda p: _seed_of(p.parent) if _seed_of(p.parent) is not None else 1 << 30)
+    if trained:
+        return trained[0]
+    for method in ("weight", "unit"):
+        candidate = root / "export" / framework / method / "k00" / "model.npz"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def load_inputs(root: Path, device_results=()) -> Inputs:
+    """Read seeds.csv (else the manifest), training runs, results and device results under root."""
+    from bench.seeds import read_seeds_csv
+    from pipeline import model as model_io
+    root = Path(root)
+    inputs = Inputs(root=root)
+    manifest_path = root / "export" / "manifest.json"
+    if manifest_path.is_file():
+        inputs.manifest = _read_json(manifest_path)
+    seeds_csv = root / "bench" / "seeds.csv"
+    if seeds_csv.is_file():
+        inputs.accuracy = as_percent(read_seeds_csv(seeds_csv))
+        inputs.accuracy_source = str(seeds_csv)
+    elif manifest_accuracy(inputs.manifest):
+        inputs.accuracy = as_percent(manifest_accuracy(inputs.manifest))
+        inputs.accuracy_source = f"{manifest_path} (single seed)"
+    inputs.curves, inputs.train_info = read_training(root)
+    for name in ("results.csv", "results.json"):
+        path = root / "bench" / name
+        if path.is_file():
+            rows, machine = read_results(path)
+            if name == "results.csv" and (root / "bench" / "results.json").is_file():
+                machine = _read_json(root / "bench" / "results.json").get("machine", {})
+            inputs.results = [r for r in rows if r.get("source", "host") != "device"]
+            inputs.device += [r for r in rows if r.get("source") == "device"]
+            inputs.results_path, inputs.machine = path, machine
+            break
+    for path in device_results:
+        rows, _ = read_results(Path(path), source="device")
+        inputs.device += rows
+        inputs.device_paths.append(Path(path))
+    for framework in inputs.frameworks:
+        path = model_for_weights(root, framework)
+        if path is not None:
+            inputs.weights[framework] = (path, model_io.load(path))
+    if not (inputs.accuracy or inputs.results or inputs.curves):
+        raise fail(root, "nothing to report: no seeds.csv, manifest accuracies, results or training "
+                         "runs found (run `make export` and `make bench` first)")
+    return inputs
