@@ -1,0 +1,371 @@
+"""bench: latency statistics, sizes, ratios, the results schema, failure rows, a tiny sweep.
+
+No timing assertions: latencies on a shared 2-core machine mean nothing in a test. The
+end-to-end sweep runs real child processes on a tiny model and a 200-image test set.
+"""
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench import child, latency, size, sweep
+from bench.__main__ import main
+from bench.runtimes import RUNTIMES, with_load
+from helpers import SMALL_WIDTHS, real_test_slice
+from pipeline import prune, shrink, sparse
+from pipeline.data import FILES, write_idx_gz
+from pipeline.model import random_model, save
+
+# docs/CONTRACTS.md, "Bench results schema", in order.
+CONTRACT_COLUMNS = ["source", "framework", "method", "sparsity", "artifact", "format", "variant",
+                    "runtime", "threads", "batch", "status", "reason", "p50_us", "p90_us", "p99_us",
+                    "mean_us", "per_sample_us", "reps", "ratio_vs_dense", "bytes", "gzip_bytes",
+                    "accuracy", "peak_rss_mb"]
+N_TEST = 200
+
+
+# ------------------------------------------------------------------ statistics
+
+def test_summarize_percentiles_and_mean_in_microseconds():
+    s = latency.summarize(np.arange(1, 101) * 1000)  # 1..100 us
+    assert s.reps == 100
+    assert s.p50_us == pytest.approx(50.5)
+    assert s.p90_us == pytest.approx(90.1)
+    assert s.p99_us == pytest.approx(99.01)
+    assert s.mean_us == pytest.approx(50.5)
+    assert s.per_sample_us(64) == pytest.approx(50.5 / 64)
+
+
+def test_summarize_is_robust_to_one_outlier_in_the_median_not_the_mean():
+    t = np.full(99, 10_000.0)
+    s = latency.summarize(np.append(t, 10_000_000.0))
+    assert s.p50_us == pytest.approx(10.0)
+    assert s.mean_us > 100.0
+
+
+@pytest.mark.parametrize("bad", [[], [1.0, -5.0], [np.nan, 1.0]])
+def test_summarize_rejects_empty_or_invalid(bad):
+    with pytest.raises(ValueError):
+        latency.summarize(np.array(bad, dtype=float))
+
+
+def test_is_stable():
+    assert latency.is_stable(np.full(20, 100.0), 0.03)
+    assert not latency.is_stable(np.r_[np.full(10, 100.0), np.full(10, 200.0)], 0.03)
+    assert not latency.is_stable(np.full(3, 100.0), 0.03)  # too few to judge
+
+
+def test_stopping_rule():
+    cfg = latency.LatencyConfig(min_reps=10, min_seconds=0.1, max_seconds=1.0, max_reps=50)
+    steady = [100.0] * 10
+    assert not latency.enough(steady[:9], 5.0, cfg)  # min_reps is a floor, even past max_seconds
+    assert not latency.enough(steady, 0.05, cfg)  # not enough time yet
+    assert latency.enough(steady, 0.2, cfg)  # enough and stable
+    drifting = [100.0] * 5 + [300.0] * 5
+    assert not latency.enough(drifting, 0.2, cfg)
+    assert latency.enough(drifting, 1.0, cfg)  # time cap
+    assert latency.enough([100.0, 900.0] * 25, 0.2, cfg)  # rep cap
+
+
+def test_measure_with_a_fake_clock_counts_warmup_and_reps():
+    now = [0]
+
+    def clock():
+        now[0] += 500  # every clock read advances 0.5 us: each timed call spans one step
+        return now[0]
+
+    calls = []
+    cfg = latency.LatencyConfig(warmup_reps=4, warmup_seconds=0.0, min_reps=10, min_seconds=0.0,
+                                max_seconds=1.0)
+    s = latency.measure(lambda: calls.append(1), cfg, clock=clock)
+    assert s.reps == 10
+    assert len(calls) == 4 + 10
+    assert s.p50_us == pytest.approx(0.5)
+
+
+def _row(sparsity, p50, runtime="numpy", status="ok", threads=1, batch=1, method="weight"):
+    return {"source": "host", "framework": "torch", "method": method, "sparsity": sparsity,
+            "format": "npz", "variant": "fp32", "runtime": runtime, "threads": threads,
+            "batch": batch, "status": status, "p50_us": p50}
+
+
+def test_ratio_vs_dense_uses_k00_of_the_same_runtime_threads_and_batch():
+    rows = [_row(0.0, 100.0), _row(90.0, 25.0), _row(90.0, 50.0, runtime="scipy-csr"),
+            _row(0.0, 200.0, batch=64), _row(90.0, 400.0, batch=64),
+            _row(95.0, None, status="failed"), _row(90.0, 10.0, method="unit")]
+    r = latency.ratio_vs_dense(rows)
+    assert r[0] == pytest.approx(1.0)
+    assert r[1] == pytest.approx(4.0)  # faster than dense -> > 1
+    assert r[2] is None  # no scipy-csr k00 in this run
+    assert r[3] == pytest.approx(1.0)
+    assert r[4] == pytest.approx(0.5)  # slower than dense -> < 1
+    assert r[5] is None  # failed row
+    assert r[6] is None  # unit has no k00 here
+
+
+def test_ratio_vs_dense_ignores_a_failed_dense_reference():
+    assert latency.ratio_vs_dense([_row(0.0, None, status="failed"), _row(90.0, 5.0)]) == [None, None]
+
+
+# ------------------------------------------------------------------ size
+
+def test_sizes_are_file_bytes_and_gzip9_bytes(tmp_path):
+    data = bytes(range(256)) * 64
+    path = tmp_path / "a.bin"
+    path.write_bytes(data)
+    n, gz = size.file_sizes(path)
+    assert n == len(data)
+    assert gz == len(gzip.compress(data, compresslevel=9, mtime=0))
+    assert gz < n
+    assert gzip.decompress(gzip.compress(data, 9, mtime=0)) == data
+
+
+# ------------------------------------------------------------------ schema, discovery, plan
+
+def test_columns_follow_the_contract():
+    assert list(sweep.COLUMNS) == CONTRACT_COLUMNS
+
+
+def test_csv_header_and_column_order(tmp_path):
+    row = dict.fromkeys(sweep.COLUMNS)
+    row.update(source="host", runtime="numpy", status="ok", p50_us=1.5, reason="a, b")
+    results = {"machine": {"cpu": "x"}, "config": {}, "rows": [row]}
+    csv_path, json_path = sweep.write_results(results, tmp_path)
+    with open(csv_path, newline="") as f:
+        read = list(csv.reader(f))
+    assert read[0] == CONTRACT_COLUMNS
+    assert dict(zip(read[0], read[1]))["reason"] == "a, b"  # quoted, still one field
+    assert dict(zip(read[0], read[1]))["p90_us"] == ""  # None -> empty
+    loaded = json.loads(json_path.read_text())
+    assert set(loaded) >= {"machine", "config", "rows"}
+    assert list(loaded["rows"][0]) == sorted(CONTRACT_COLUMNS)  # json sorts keys; same set
+
+
+def test_discover_by_layout_parses_framework_method_level_and_variant(tmp_path):
+    for rel in ("torch/weight/k90/model.npz", "torch/weight/k90/model.int8-dynamic.tflite",
+                "tf/unit/k00/model.onnx", "tf/unit/k00/notes.txt", "tf/unit/kxx/model.onnx"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    found = {a.rel: a for a in sweep.discover(tmp_path)}
+    assert set(found) == {"torch/weight/k90/model.npz", "torch/weight/k90/model.int8-dynamic.tflite",
+                          "tf/unit/k00/model.onnx"}
+    a = found["torch/weight/k90/model.int8-dynamic.tflite"]
+    assert (a.framework, a.method, a.sparsity, a.format, a.variant) == ("torch", "weight", 90.0, "tflite",
+                                                                        "int8-dynamic")
+    assert found["torch/weight/k90/model.npz"].variant == "fp32"
+
+
+def test_discover_prefers_the_manifest(tmp_path):
+    entry = {"path": "torch/unit/k50/model.fp16.tflite", "format": "tflite", "variant": "fp16",
+             "framework": "torch", "method": "unit", "sparsity": 50, "runtime": "litert"}
+    (tmp_path / "manifest.json").write_text(json.dumps({"config": {}, "files": [entry]}))
+    (arts,) = sweep.discover(tmp_path)
+    assert (arts.rel, arts.variant, arts.sparsity) == (entry["path"], "fp16", 50.0)
+    (tmp_path / "manifest.json").write_text('{"files": [{"path": 1}]}')
+    with pytest.raises(Exception, match="manifest.json: unreadable manifest"):
+        sweep.discover(tmp_path)
+
+
+def _art(method, k, fmt="npz"):
+    return sweep.Artifact(path=Path(f"/x/{method}{k}.{fmt}"), rel=f"torch/{method}/k{k:02d}/model.{fmt}",
+                          format=fmt, variant="fp32", framework="torch", method=method, sparsity=float(k))
+
+
+def test_plan_one_child_per_artifact_runtime_and_tf_threads_in_separate_children():
+    arts = [_art("weight", 0), _art("weight", 90), _art("unit", 90), _art("unit", 90, "onnx")]
+    cfg = sweep.SweepConfig(threads=(1, 2), runtimes=("numpy", "scipy-csr", "keras", "onnxruntime"))
+    jobs = sweep.plan(arts, cfg)
+    by = {}
+    for j in jobs:
+        by.setdefault(j["runtime"], []).append(j)
+    assert len(by["numpy"]) == 3 and all(j["threads"] == [1, 2] and j["memory"] for j in by["numpy"])
+    assert [j["items"][0]["key"] for j in by["scipy-csr"]] == ["torch/weight/k00/model.npz",
+                                                               "torch/weight/k90/model.npz"]
+    assert len(by["onnxruntime"]) == 1
+    primary = [j for j in by["keras"] if j["memory"]]
+    extra = [j for j in by["keras"] if not j["memory"]]
+    assert len(primary) == 3 and all(j["threads"] == [1] for j in primary)
+    assert len(extra) == 1 and extra[0]["threads"] == [2] and len(extra[0]["items"]) == 3
+    assert not extra[0]["accuracy"]
+
+
+def test_select_quick_keeps_levels_0_and_90():
+    arts = [_art("weight", k) for k in (0, 50, 90, 99)]
+    got = sweep.select(arts, sweep.SweepConfig(quick=True))
+    assert [a.sparsity for a in got] == [0.0, 90.0]
+    got = sweep.select(arts, sweep.SweepConfig(levels=(99.0,), methods=("weight",)))
+    assert [a.sparsity for a in got] == [99.0]
+
+
+# ------------------------------------------------------------------ failures become rows
+
+def _tiny_model_file(tmp_path, name="m.npz"):
+    return save(random_model(SMALL_WIDTHS, seed=1), tmp_path / name)
+
+
+def test_a_failing_runtime_becomes_failed_rows_not_a_crash(tmp_path, monkeypatch):
+    """In-process child run with a runtime whose loader raises."""
+    monkeypatch.setenv("PRUNEDGE_DATA", str(_data_dir(tmp_path)))
+    path = _tiny_model_file(tmp_path)
+
+    def broken(path, threads):
+        raise RuntimeError("kernel not supported\nsecond line")
+
+    runtimes = {"numpy": with_load(RUNTIMES["numpy"], broken)}
+    art = replace(_art("weight", 0), path=path)
+    cfg = sweep.SweepConfig(threads=(1,), batches=(1, 4), runtimes=("numpy",))
+    (job,) = sweep.plan([art], cfg)
+    records = []
+    child.run_job(job, records.append, runtimes=runtimes)
+    assert [r["kind"] for r in records] == ["error"]
+    results = sweep.Results()
+    failures = results.add(job, records, None)
+    assert failures and "kernel not supported" in failures[0]
+    rows = sweep.build_rows([art], cfg, results)
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert rows[0]["reason"] == "load: RuntimeError: kernel not supported"  # one line
+    assert rows[0]["p50_us"] is None and rows[0]["bytes"] == path.stat().st_size
+
+
+def test_a_child_that_dies_gives_failed_rows_with_its_exit_reason():
+    art = _art("weight", 0)
+    cfg = sweep.SweepConfig(threads=(1,), batches=(1,), runtimes=("numpy",))
+    (job,) = sweep.plan([art], cfg)
+    results = sweep.Results()
+    results.add(job, [], "child exited with code -9")
+    (row,) = sweep.build_rows([art], cfg, results)
+    assert row["status"] == "failed" and row["reason"] == "child exited with code -9"
+
+
+# ------------------------------------------------------------------ a tiny real sweep
+
+def _data_dir(tmp_path) -> Path:
+    """A 200-image Fashion-MNIST-shaped test set (real images when installed)."""
+    d = tmp_path / "data"
+    x = real_test_slice(N_TEST)
+    images = np.round(x * 255).astype(np.uint8).reshape(-1, 28, 28)
+    labels = np.random.default_rng(0).integers(0, 10, N_TEST)
+    write_idx_gz(d / FILES["test"][0], images)
+    write_idx_gz(d / FILES["test"][1], labels)
+    return d
+
+
+def _write_onnx(model, path: Path) -> Path:
+    """A MatMul/Add/Relu graph with a dynamic batch, built without the export stage."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    nodes, inits, x = [], [], "x"
+    for i, layer in enumerate(model.layers):
+        inits += [numpy_helper.from_array(layer.dense_weight(), f"W{i}"),
+                  numpy_helper.from_array(layer.bias, f"b{i}")]
+        nodes += [helper.make_node("MatMul", [x, f"W{i}"], [f"m{i}"]),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"])]
+        x = f"a{i}"
+        if layer.activation == "relu":
+            nodes.append(helper.make_node("Relu", [x], [f"r{i}"]))
+            x = f"r{i}"
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", model.input_dim])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, ["batch", model.output_dim])], inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(proto.SerializeToString())
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tmp_path_factory):
+    """torch/weight/k00 (dense) and k90 (CSR) npz + onnx, and a corrupt onnx at k90."""
+    root = tmp_path_factory.mktemp("export")
+    base = random_model(SMALL_WIDTHS, seed=3)
+    models = {0: base, 90: sparse.to_csr(prune.prune(base, "weight", 90))}
+    for k, m in models.items():
+        kdir = root / "torch" / "weight" / f"k{k:02d}"
+        save(m, kdir / "model.npz")
+        _write_onnx(m, kdir / "model.onnx")
+    unit = shrink.shrink(prune.prune(base, "unit", 90))
+    save(unit, root / "torch" / "unit" / "k90" / "model.npz")
+    (root / "torch" / "weight" / "k90" / "model.broken.onnx").write_bytes(b"not an onnx file")
+    return root, models, _data_dir(tmp_path_factory.mktemp("d"))
+
+
+def _read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_tiny_sweep_end_to_end(tiny_export, tmp_path):
+    root, models, data = tiny_export
+    out = tmp_path / "bench"
+    rc = main(["run", "--root", str(root), "--out", str(out), "--data-dir", str(data), "--quick",
+               "--runtime", "numpy,scipy-csr,onnxruntime", "--threads", "1", "--batch", "1,4",
+               "--no-progress"])
+    assert rc == 0
+    rows = _read_csv(out / "results.csv")
+    assert list(rows[0]) == CONTRACT_COLUMNS
+    # 3 npz x numpy + 2 weight npz x scipy-csr + 3 onnx x onnxruntime, x 1 thread x 2 batches
+    assert len(rows) == (3 + 2 + 3) * 2
+    failed = [r for r in rows if r["status"] != "ok"]
+    assert {r["artifact"] for r in failed} == {"torch/weight/k90/model.broken.onnx"}
+    assert all(r["reason"] and "\n" not in r["reason"] for r in failed)
+
+    x, y = child.load_test_set(str(data))
+    for r in rows:
+        if r["status"] != "ok":
+            continue
+        k = int(float(r["sparsity"]))
+        if r["method"] == "weight":  # every runtime scores what the numpy reference scores
+            expected = float(np.mean(models[k].predict(x) == y))
+            assert float(r["accuracy"]) == pytest.approx(expected, abs=1.0 / N_TEST)
+        assert float(r["p50_us"]) > 0 and int(r["reps"]) >= latency.QUICK.min_reps
+        assert float(r["per_sample_us"]) == pytest.approx(float(r["p50_us"]) / int(r["batch"]), rel=1e-3)
+        assert float(r["peak_rss_mb"]) > 10
+        assert int(r["gzip_bytes"]) > 0 and int(r["bytes"]) > 0
+        if k == 0:
+            assert float(r["ratio_vs_dense"]) == pytest.approx(1.0)
+        elif r["method"] == "weight":
+            assert float(r["ratio_vs_dense"]) > 0
+        else:
+            assert r["ratio_vs_dense"] == ""  # no unit k00 in this tree
+    doc = json.loads((out / "results.json").read_text())
+    assert doc["machine"]["cores"] >= 1 and "numpy" in doc["machine"]["versions"]
+    assert len(doc["rows"]) == len(rows)
+    assert set(doc["baseline_rss_mb"]) == {"numpy", "scipy-csr", "onnxruntime"}
+
+
+def test_strict_reraises_the_first_failure(tiny_export, tmp_path, capsys):
+    root, _, data = tiny_export
+    rc = main(["run", "--root", str(root), "--out", str(tmp_path), "--data-dir", str(data), "--quick",
+               "--runtime", "onnxruntime", "--levels", "90", "--threads", "1", "--batch", "1",
+               "--strict", "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "model.broken.onnx" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "results.csv").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--threads", "one"], "--threads"),
+    (["--batch", "0"], "--batch"),
+    (["--runtime", "tensorrt"], "--runtime"),
+    (["--levels", "100"], "--levels"),
+    (["--root", "/nonexistent/export"], "/nonexistent/export"),
+])
+def test_cli_user_errors_are_one_line_exit_2(args, message, tmp_path, capsys):
+    assert main(["run", "--out", str(tmp_path), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+def test_cli_dispatch(capsys):
+    assert main(["--help"]) == 0 and "report" in capsys.readouterr().out
+    assert main(["frobnicate"]) == 2 and "unknown command" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--help"])
+    assert e.value.code == 0
