@@ -58,10 +58,12 @@ class Variant:
 
 # ---------------------------------------------------------------- LiteRT
 
-def _tflite(quantize: str, sparse: bool = True):
+def _tflite(quantize: str, sparse: bool = True, safe: bool = False):
+    """safe: sparse FC ops marked so XNNPACK declines them (export.tflite_block.xnnpack_safe)."""
     def build(model: Model) -> Built:
         from export import tflite_block as tb
         buf = tb.convert(model, quantize=quantize, sparse=sparse)
+        buf = tb.xnnpack_safe(buf) if safe else buf
         info = tb.describe(buf)
         runners = {d: (lambda b, d=d: tb.make_runner(buf, b, delegate=d)) for d in tb.DELEGATES}
         note = "DENSIFY inserted" if "DENSIFY" in info["ops"] else ""
@@ -154,6 +156,7 @@ VARIANTS = [
     Variant(name="tflite-int8full", runtime="litert", method="dense", precision="int8", build=_tflite_full_int8),
     Variant(name="tflite-block-fp32", runtime="litert", method="block", precision="fp32", build=_tflite("none")),
     Variant(name="tflite-block16-int8dr", runtime="litert", method="block16", precision="int8", build=_tflite("dynamic")),
+    Variant(name="tflite-block16-int8dr-safe", runtime="litert", method="block16", precision="int8", build=_tflite("dynamic", safe=True)),
     Variant(name="tflite-block4-int8dr", runtime="litert", method="block", precision="int8", build=_tflite("dynamic")),
     Variant(name="tflite-block16-int8full", runtime="litert", method="block16", precision="int8", build=_tflite_full_int8),
     Variant(name="tflite-nm-fp32", runtime="litert", method="nm", precision="fp32", build=_tflite("none")),

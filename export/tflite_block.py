@@ -3,8 +3,9 @@
 LiteRT only runs a sparse FULLY_CONNECTED weight natively when it is block-sparse in the kernel's
 block shape: 1x4 for float32, 1x16 for int8 (dynamic range). Any other pattern makes the converter
 insert DENSIFY, which rebuilds the dense matrix and is no faster, so `export` refuses such files.
-Measured on LiteRT 2.3: XNNPACK returns WRONG outputs for int8 sparse weights, so int8 files are
-verified and must be run without the default delegates (`delegate="none"`).
+Measured on LiteRT 2.3: XNNPACK returns WRONG outputs for int8 sparse weights (it reads them as
+dense); marking those ops with the sparse-float op version makes XNNPACK decline them, so the files
+are correct under the default delegate too. Every file is verified under both delegates.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from pipeline.model import Model
 QUANTIZE = ("none", "dynamic")  # float32 weights | int8 weights, float activations (hybrid kernels)
 KERNEL_BLOCK = {"none": 4, "dynamic": 16}
 DELEGATES = ("xnnpack", "none")
+SPARSE_FC_VERSION = 8  # FULLY_CONNECTED version the converter gives sparse float weights
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,6 +33,7 @@ class SparseTfliteOptions:
     int8_top1: float = 0.97
     verify_rows: int = 256
     seed: int = 0
+    xnnpack_safe: bool = True  # mark sparse FC ops so XNNPACK declines them (see _mark_sparse_versions)
 
 
 def check_options(options) -> SparseTfliteOptions:
@@ -145,6 +148,8 @@ def export(model: Model, out_path: Path, options=None) -> Path:
 def export_with_report(model: Model, out_path: Path, options=None) -> tuple[Path, dict]:
     options = check_options(options)
     buf = convert(model, quantize=options.quantize)
+    if options.xnnpack_safe:
+        buf = xnnpack_safe(buf)
     info = describe(buf)
     if "DENSIFY" in info["ops"]:
         block = KERNEL_BLOCK[options.quantize]
@@ -157,3 +162,127 @@ def export_with_report(model: Model, out_path: Path, options=None) -> tuple[Path
     write_bytes(out_path, buf)
     passed = [d for d in DELEGATES if checks[d]["status"] == "passed"]
     return Path(out_path), {**info, "verify": checks, "delegate": passed[0], "bytes": len(buf)}
+
+
+# ---------------------------------------------------------------- per-layer mixed files
+# A LiteRT file can mix weight formats per FULLY_CONNECTED: each op reads its own weight tensor,
+# and float / int8 (hybrid) and dense / sparse are decided per tensor. The converter can't be told
+# per layer, so each layer is converted alone in its format and its weight tensor is spliced in.
+
+LAYER_FORMATS = {  # name -> (quantize, sparse) for `convert`
+    "dense": ("none", False),
+    "block": ("none", True),
+    "int8": ("dynamic", False),
+    "int8-block": ("dynamic", True),
+}
+
+
+def layer_file(model: Model, index: int, fmt: str) -> bytes:
+    """Single-layer TFLite file of layer `index` in format `fmt` (a LAYER_FORMATS name)."""
+    if fmt not in LAYER_FORMATS:
+        raise fail("layer format", f"unknown {fmt!r} (choose from {', '.join(LAYER_FORMATS)})")
+    quantize, sparse = LAYER_FORMATS[fmt]
+    return convert(model.with_layers([model.layers[index]]), quantize=quantize, sparse=sparse)
+
+
+def _fc_ops(m):
+    from tensorflow.lite.python import schema_py_generated as schema
+    g = m.subgraphs[0]
+    return [op for op in g.operators
+            if max(m.operatorCodes[op.opcodeIndex].builtinCode,
+                   m.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode) == schema.BuiltinOperator.FULLY_CONNECTED]
+
+
+def _opcode(m, code) -> int:
+    """Index of an operator code equal to `code` (builtin + version) in m, appended if missing."""
+    key = lambda c: (c.builtinCode, c.deprecatedBuiltinCode, c.customCode, c.version)  # noqa: E731
+    for i, c in enumerate(m.operatorCodes):
+        if key(c) == key(code):
+            return i
+    m.operatorCodes.append(code)
+    return len(m.operatorCodes) - 1
+
+
+def splice(base: bytes, donors: dict[int, bytes]) -> bytes:
+    """`base` with the weight tensor (type, quantization, sparsity, data) and the quantisation
+    option of its i-th FULLY_CONNECTED replaced by those of the single-FC file donors[i]."""
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    load = lambda b: schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(b, 0))  # noqa: E731
+    m = load(base)
+    ops, tensors = _fc_ops(m), m.subgraphs[0].tensors
+    for i, donor_buf in donors.items():
+        d = load(donor_buf)
+        (d_op,), d_tensors = _fc_ops(d), d.subgraphs[0].tensors
+        if "DENSIFY" in describe(donor_buf)["ops"]:
+            raise fail(f"layer {i}", "its format needs a DENSIFY op (weights not block-structured)")
+        src, dst = d_tensors[d_op.inputs[1]], tensors[ops[i].inputs[1]]
+        if list(src.shape) != list(dst.shape):
+            raise fail(f"layer {i}", f"donor weight shape {list(src.shape)} != {list(dst.shape)}")
+        old = dst.buffer
+        m.buffers.append(d.buffers[src.buffer])
+        dst.buffer = len(m.buffers) - 1
+        if not any(t.buffer == old for t in tensors):
+            m.buffers[old].data = None  # the dense weights are gone; keep indices stable
+        dst.type, dst.quantization, dst.sparsity = src.type, src.quantization, src.sparsity
+        if d_op.builtinOptions is not None and ops[i].builtinOptions is not None:
+            ops[i].builtinOptions.asymmetricQuantizeInputs = d_op.builtinOptions.asymmetricQuantizeInputs
+        # The op version tells kernels and delegates what the op uses (a sparse or hybrid weight):
+        # without it XNNPACK takes a sparse weight for dense and computes garbage.
+        ops[i].opcodeIndex = _opcode(m, d.operatorCodes[d_op.opcodeIndex])
+    _mark_sparse_versions(m)
+    return _pack(m)
+
+
+def _pack(m) -> bytes:
+    import flatbuffers
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _mark_sparse_versions(m) -> None:
+    """Give every FULLY_CONNECTED with a sparse weight the op version of sparse float FC (8).
+    XNNPACK declines version 8, so those ops run on LiteRT's sparse kernels even under the default
+    delegate. Measured on LiteRT 2.3: without this, XNNPACK takes int8 (hybrid, version 12) sparse
+    weights for dense ones and returns garbage; the builtin hybrid kernel ignores the version."""
+    import copy
+    tensors = m.subgraphs[0].tensors
+    for op in _fc_ops(m):
+        if tensors[op.inputs[1]].sparsity is not None:
+            code = copy.copy(m.operatorCodes[op.opcodeIndex])
+            code.version = SPARSE_FC_VERSION
+            op.opcodeIndex = _opcode(m, code)
+
+
+def xnnpack_safe(buf: bytes) -> bytes:
+    """The file with sparse-weight FULLY_CONNECTED ops marked so XNNPACK leaves them alone."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(buf, 0))
+    _mark_sparse_versions(m)
+    return _pack(m)
+
+
+def mixed(model: Model, formats: list[str]) -> bytes:
+    """One file, layer i stored as formats[i] (LAYER_FORMATS names)."""
+    if len(formats) != len(model.layers):
+        raise fail("layer_formats", f"{len(formats)} formats for {len(model.layers)} layers")
+    base = convert(model, quantize="none", sparse=False)
+    return splice(base, {i: layer_file(model, i, f) for i, f in enumerate(formats) if f != "dense"})
+
+
+def export_mixed(model: Model, out_path: Path, options=None) -> Path:
+    """Write the per-layer mix recorded in model.meta["layer_formats"] (see pipeline.autoformat),
+    verified under model.meta["delegate"]: float32 layers only -> max |diff| <= fp32_atol."""
+    options = check_options(options)
+    formats = model.meta.get("layer_formats")
+    if not formats:
+        raise fail("layer_formats", "model.meta has no layer_formats (run pipeline.autoformat first)")
+    buf = mixed(model, list(formats))
+    quantize = "dynamic" if any(f.startswith("int8") for f in formats) else "none"
+    delegate = model.meta.get("delegate", "none")
+    x = verify_inputs(model, options)
+    check = check_outputs(run(buf, x, delegate=delegate), model.forward(x), quantize=quantize, options=options)
+    if check["status"] != "passed":
+        raise fail(out_path, f"mixed file fails verification under {delegate}: {check['reason']}")
+    return write_bytes(out_path, buf)

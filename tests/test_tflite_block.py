@@ -25,7 +25,7 @@ def test_int8_block16_verified_without_default_delegates(tmp_path):
     p = prune(random_model(WIDTHS, seed=1), "block16", 90)
     _, report = tb.export_with_report(p, tmp_path / "m.tflite", tb.SparseTfliteOptions(quantize="dynamic"))
     assert report["runs_sparse"] and report["verify"]["none"]["status"] == "passed"
-    assert report["delegate"] == "none" or report["verify"]["xnnpack"]["status"] == "passed"
+    assert report["verify"]["xnnpack"]["status"] == "passed"  # thanks to xnnpack_safe
 
 
 def test_unstructured_sparsity_is_refused(tmp_path):
@@ -38,3 +38,42 @@ def test_unstructured_sparsity_is_refused(tmp_path):
 def test_bad_quantize_option():
     with pytest.raises(PrunedgeError, match="quantize"):
         tb.check_options(tb.SparseTfliteOptions(quantize="int4"))
+
+
+def test_int8_sparse_is_correct_under_xnnpack_only_when_marked():
+    p = prune(random_model(WIDTHS, seed=3), "block16", 90)
+    raw = tb.convert(p, quantize="dynamic")
+    safe = tb.xnnpack_safe(raw)
+    x = real_test_slice(64)
+    ref = p.forward(x)
+    opts = tb.SparseTfliteOptions(quantize="dynamic")
+    for delegate in tb.DELEGATES:
+        check = tb.check_outputs(tb.run(safe, x, delegate=delegate), ref, quantize="dynamic", options=opts)
+        assert check["status"] == "passed", (delegate, check)
+    # documents the LiteRT 2.3 XNNPACK defect the marking works around; flips if LiteRT fixes it
+    raw_check = tb.check_outputs(tb.run(raw, x, delegate="xnnpack"), ref, quantize="dynamic", options=opts)
+    assert raw_check["rel_err"] > 1.0
+
+
+@pytest.mark.parametrize("formats", [["block", "int8-block", "dense"], ["int8", "dense", "int8"]])
+def test_mixed_per_layer_file(tmp_path, formats):
+    p = prune(random_model(WIDTHS, seed=4), "block16", 90)
+    p = p.with_layers(p.layers, layer_formats=formats, delegate="xnnpack")
+    path = tb.export_mixed(p, tmp_path / "mixed.tflite", tb.SparseTfliteOptions(quantize="dynamic"))
+    buf = path.read_bytes()
+    info = tb.describe(buf)
+    assert info["fc_sparse"] == [f.endswith("block") for f in formats] and "DENSIFY" not in info["ops"]
+    x = real_test_slice(64)
+    ref = p.forward(x)
+    for delegate in tb.DELEGATES:
+        y = tb.run(buf, x, delegate=delegate)
+        assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 0.05  # int8 layers: ~1% off
+
+
+def test_mixed_fp32_only_is_exact():
+    p = prune(random_model(WIDTHS, seed=5), "block", 90)
+    buf = tb.mixed(p, ["block", "dense", "dense"])
+    x = real_test_slice(32)
+    for delegate in tb.DELEGATES:
+        np.testing.assert_allclose(tb.run(buf, x, delegate=delegate), p.forward(x), rtol=0, atol=1e-4)
+    assert tb.describe(buf)["fc_sparse"] == [True, False, False]
