@@ -1,0 +1,548 @@
+"""Importing MLPs we did not train: ONNX, Keras/SavedModel, PyTorch, TFLite -> Model.
+
+Each format gets a network trained for a few epochs on the 8x8 digits set shipped inside
+scikit-learn (a second real dataset, no download) with plain framework code, saved by the
+framework itself, imported, and compared with the framework's own runtime output
+(<= 1e-5) and with a description built directly from the framework's weights (identical
+weights, so identical pruning). Rejections check one-line errors naming file and op.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from pipeline import model as m
+from pipeline.errors import PrunedgeError
+from pipeline.importers import apply_output_transform, detect_format, import_model
+from pipeline.labeled import load_labeled
+from pipeline.prune import prune, unit_prune, weight_prune
+from pipeline.shrink import shrink
+from pipeline.sparse import to_csr
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+TOL = 1e-5  # float32 reassociation between runtimes
+EPOCHS = 4  # a few seconds per framework; the models need only be non-trivial
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    return (d.data / 16.0).astype(np.float32), d.target.astype(np.int64)
+
+
+def assert_same_pruning(imported: m.Model, reference: m.Model, x: np.ndarray) -> None:
+    """Identical weights give identical masks and outputs for weight and unit pruning."""
+    for method in ("weight", "unit"):
+        a, b = prune(imported, method, 70), prune(reference, method, 70)
+        for la, lb in zip(a.layers, b.layers):
+            np.testing.assert_array_equal(la.dense_weight(), lb.dense_weight())
+        physical_a = shrink(a) if method == "unit" else to_csr(a)
+        np.testing.assert_allclose(physical_a.forward(x), b.forward(x), atol=TOL, rtol=0)
+
+
+def assert_provenance(model: m.Model, path, fmt: str) -> None:
+    assert model.meta["framework"] == "imported" and model.meta["source_format"] == fmt
+    assert model.meta["source"] == os.path.basename(str(path))
+    assert len(model.meta["source_sha256"]) == 64
+    assert model.meta["method"] == "dense" and model.meta["sparsity"] == 0.0
+
+
+def fails(path, match, **kwargs):
+    with pytest.raises(PrunedgeError, match=match) as e:
+        import_model(path, **kwargs)
+    assert "\n" not in str(e.value) and os.path.basename(str(path)) in str(e.value)
+    return str(e.value)
+
+
+# ---------------------------------------------------------------- ONNX
+
+def onnx_from_model(model: m.Model, path, *, style="gemm", image_shape=None, final=None,
+                    constant_node=False):
+    """Hand-built ONNX graph for a description: Gemm (transB, alpha/beta) or MatMul+Add."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    ops = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "leaky_relu": "LeakyRelu", "identity": "Identity"}
+    nodes, inits = [], []
+    shape = ["N", *image_shape] if image_shape else ["N", model.input_dim]
+    current = "x"
+    if image_shape:
+        nodes.append(helper.make_node("Flatten", [current], ["flat"], axis=1, name="flatten"))
+        current = "flat"
+    for i, layer in enumerate(model.layers):
+        w, b = layer.dense_weight(), layer.bias
+        out = f"z{i}"
+        if style == "gemm":  # W stored transposed, scaled by 1/alpha; bias by 1/beta
+            inits += [numpy_helper.from_array((w.T * 2.0).astype(np.float32), f"W{i}"),
+                      numpy_helper.from_array((b * 4.0).astype(np.float32), f"B{i}")]
+            nodes.append(helper.make_node("Gemm", [current, f"W{i}", f"B{i}"], [out], transB=1,
+                                          alpha=0.5, beta=0.25, name=f"fc{i}"))
+        else:
+            weight = numpy_helper.from_array(w, f"W{i}")
+            if constant_node and i == 0:
+                nodes.append(helper.make_node("Constant", [], [f"W{i}"], value=weight))
+            else:
+                inits.append(weight)
+            inits.append(numpy_helper.from_array(b.reshape(1, -1), f"B{i}"))
+            nodes.append(helper.make_node("MatMul", [current, f"W{i}"], [f"m{i}"], name=f"mm{i}"))
+            nodes.append(helper.make_node("Add", [f"B{i}", f"m{i}"], [out], name=f"add{i}"))  # bias first
+        current = out
+        attrs = {"alpha": m.LEAKY_RELU_ALPHA} if layer.activation == "leaky_relu" else {}
+        nodes.append(helper.make_node(ops[layer.activation], [current], [f"a{i}"], **attrs))
+        current = f"a{i}"
+    if final:
+        nodes.append(helper.make_node(final, [current], ["p"], axis=-1))
+        current = "p"
+    nodes.append(helper.make_node("Identity", [current], ["y"]))
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", model.output_dim])],
+                              initializer=inits)
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(path))
+    return path
+
+
+def run_onnx(path, x):
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+@pytest.mark.parametrize("style, final", [("gemm", None), ("matmul", "Softmax"), ("matmul", "LogSoftmax")])
+def test_onnx_round_trip_any_shape_and_activation(tmp_path, digits, style, final):
+    x = digits[0][:200]
+    ref = m.random_model([64, 40, 24, 16, 10], seed=3, activations=["tanh", "leaky_relu", "sigmoid", "identity"])
+    path = onnx_from_model(ref, tmp_path / "mlp.onnx", style=style, image_shape=[1, 8, 8], final=final,
+                           constant_node=True)
+    model = import_model(path)
+    assert detect_format(path) == "onnx" and model.widths == ref.widths
+    assert [l.activation for l in model.layers] == ["tanh", "leaky_relu", "sigmoid", "identity"]
+    assert model.meta.get("output_transform") == {None: None, "Softmax": "softmax", "LogSoftmax": "log_softmax"}[final]
+    assert_provenance(model, path, "onnx")
+    runtime = run_onnx(path, x.reshape(-1, 1, 8, 8))
+    np.testing.assert_allclose(apply_output_transform(model.meta, model.forward(x)), runtime, atol=TOL, rtol=0)
+    np.testing.assert_allclose(model.forward(x), ref.forward(x), atol=TOL, rtol=0)
+    if style == "matmul":  # weights copied bit for bit (Gemm rescales by alpha/beta)
+        assert_same_pruning(model, ref, x)
+
+
+def test_onnx_of_a_torch_trained_mlp(tmp_path, digits):
+    x, y = digits
+    net = train_torch(torch_sequential([64, 48, 32, 10], "sigmoid"), x, y)
+    ref = description_of_linears(net, "sigmoid")
+    path = onnx_from_model(ref, tmp_path / "digits.onnx", style="matmul")
+    model = import_model(path, arch="64-48-32-10:sigmoid")
+    np.testing.assert_allclose(model.forward(x), torch_out(net, x), atol=TOL, rtol=0)
+    np.testing.assert_allclose(run_onnx(path, x), model.forward(x), atol=TOL, rtol=0)
+    assert (model.predict(x) == y).mean() > 0.5  # it learned something
+    assert_same_pruning(model, ref, x)
+
+
+# ---------------------------------------------------------------- PyTorch
+
+def torch_sequential(widths, act):
+    import torch.nn as nn
+    acts = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid,
+            "leaky_relu": lambda: nn.LeakyReLU(m.LEAKY_RELU_ALPHA)}
+    mods = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        mods.append(nn.Linear(a, b))
+        if i < len(widths) - 2:
+            mods.append(acts[act]())
+    return nn.Sequential(*mods)
+
+
+def train_torch(net, x, y, epochs=EPOCHS):
+    import torch
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: extra threads only spin on a shared 2-core box
+    try:
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        for _ in range(epochs):
+            for idx in torch.randperm(len(xt)).split(64):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return net.eval()
+
+
+def torch_out(net, x):
+    import torch
+    with torch.no_grad():
+        return net(torch.from_numpy(x)).numpy()
+
+
+def description_of_linears(net, act):
+    import torch.nn as nn
+    linears = [mod for mod in net.modules() if isinstance(mod, nn.Linear)]
+    return m.dense_model([l.weight.detach().numpy().T for l in linears],
+                         [l.bias.detach().numpy() for l in linears],
+                         [act] * (len(linears) - 1) + ["identity"])
+
+
+@pytest.fixture(scope="module")
+def torch_tanh(digits):
+    return train_torch(torch_sequential([64, 48, 24, 10], "tanh"), *digits)
+
+
+def test_torch_state_dict_with_arch(tmp_path, digits, torch_tanh):
+    import torch
+    x = digits[0]
+    path = tmp_path / "digits.pt"
+    torch.save(torch_tanh.state_dict(), path)
+    model = import_model(path, arch="64-48-24-10:tanh")
+    assert detect_format(path) == "torch-state" and model.widths == [64, 48, 24, 10]
+    assert_provenance(model, path, "torch-state")
+    np.testing.assert_allclose(model.forward(x), torch_out(torch_tanh, x), atol=TOL, rtol=0)
+    assert_same_pruning(model, description_of_linears(torch_tanh, "tanh"), x)
+    torch.save({"state_dict": torch_tanh.state_dict()}, tmp_path / "ckpt.pth")  # common nesting
+    np.testing.assert_array_equal(import_model(tmp_path / "ckpt.pth", arch="64-48-24-10:tanh").forward(x),
+                                  model.forward(x))
+
+
+def test_torch_state_dict_rejections(tmp_path, torch_tanh):
+    import torch
+    path = tmp_path / "digits.pt"
+    torch.save(torch_tanh.state_dict(), path)
+    fails(path, "holds no activations: pass an arch string")
+    fails(path, r"expects layer 1 weight \[30, 48\] \(\[out, in\]\) but '2.weight' is \[24, 48\]",
+          arch="64-48-30-10:tanh")
+    fails(path, "has 2 layers but the file has 3 Linear layers", arch="64-48-10:tanh")
+    with pytest.raises(PrunedgeError, match="--arch: expected widths"):
+        import_model(path, arch="64x48")
+    with pytest.raises(PrunedgeError, match="unknown activation 'gelu'"):
+        import_model(path, arch="64-48-24-10:gelu")
+    bn = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
+    torch.save(bn.state_dict(), tmp_path / "bn.pt")
+    fails(tmp_path / "bn.pt", r"unsupported tensors .*'1.running_mean' \[3\] \(entry 4\)", arch="4-3-2")
+
+
+def test_torchscript_custom_forward(tmp_path, digits):
+    import torch
+    import torch.nn.functional as F
+    x, y = digits
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2, self.fc3 = torch.nn.Linear(64, 32), torch.nn.Linear(32, 16), torch.nn.Linear(16, 10)
+            self.drop = torch.nn.Dropout(0.1)
+
+        def forward(self, images):
+            h = images.view(images.size(0), -1)
+            h = self.drop(F.leaky_relu(self.fc1(h), 0.01))
+            h = torch.sigmoid(self.fc2(h))
+            return F.log_softmax(self.fc3(h), dim=1)
+
+    net = Net()
+    train_torch(net, x.reshape(-1, 1, 8, 8), y)
+    path = tmp_path / "net.pt"
+    torch.jit.script(net).save(str(path))
+    model = import_model(path)
+    assert detect_format(path) == "torchscript"
+    assert [l.activation for l in model.layers] == ["leaky_relu", "sigmoid", "identity"]
+    assert model.meta["output_transform"] == "log_softmax"
+    expected = torch_out(net, x.reshape(-1, 1, 8, 8))
+    np.testing.assert_allclose(apply_output_transform(model.meta, model.forward(x)), expected, atol=TOL, rtol=0)
+    ref = m.dense_model([l.weight.detach().numpy().T for l in (net.fc1, net.fc2, net.fc3)],
+                        [l.bias.detach().numpy() for l in (net.fc1, net.fc2, net.fc3)],
+                        ["leaky_relu", "sigmoid", "identity"])
+    assert_same_pruning(model, ref, x)
+
+
+def test_torchscript_rejects_conv_and_other_slopes(tmp_path):
+    import torch
+    conv = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(72, 10))
+    torch.jit.trace(conv.eval(), torch.zeros(1, 1, 8, 8)).save(str(tmp_path / "conv.pt"))
+    fails(tmp_path / "conv.pt", r"unsupported ops: aten::_convolution \(node \d+\)")
+    leaky = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.LeakyReLU(0.2), torch.nn.Linear(3, 2))
+    torch.jit.script(leaky).save(str(tmp_path / "leaky.pt"))
+    fails(tmp_path / "leaky.pt", "leaky_relu slope 0.2 is not supported")
+
+
+# ---------------------------------------------------------------- Keras / SavedModel / TFLite
+
+def keras_digits_model(digits, layers, epochs=EPOCHS):
+    import keras
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((8, 8)), keras.layers.Flatten(), *layers])
+    net.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy")
+    x, y = digits
+    net.fit(x.reshape(-1, 8, 8), y, epochs=epochs, batch_size=64, verbose=0)
+    return net
+
+
+def description_of_dense(net, activations):
+    dense = [l for l in net.layers if type(l).__name__ == "Dense"]
+    return m.dense_model([l.kernel.numpy() for l in dense], [l.bias.numpy() for l in dense], activations)
+
+
+@pytest.fixture(scope="module")
+def keras_mixed(digits):
+    """Dense with its own activation, separate Activation/LeakyReLU/ReLU layers, softmax output."""
+    import keras
+    L = keras.layers
+    return keras_digits_model(digits, [
+        L.Dense(40, activation="tanh"),
+        L.Dense(24), L.Activation("sigmoid"),
+        L.Dense(20), L.LeakyReLU(negative_slope=0.01), L.Dropout(0.1),
+        L.Dense(16), L.ReLU(),
+        L.Dense(10, activation="softmax")])
+
+
+KERAS_MIXED_ACTS = ["tanh", "sigmoid", "leaky_relu", "relu", "identity"]
+
+
+def test_keras_file_round_trip(tmp_path, digits, keras_mixed):
+    x = digits[0]
+    path = tmp_path / "digits.keras"
+    keras_mixed.save(path)
+    model = import_model(path)
+    assert detect_format(path) == "keras" and model.widths == [64, 40, 24, 20, 16, 10]
+    assert [l.activation for l in model.layers] == KERAS_MIXED_ACTS
+    assert model.meta["output_transform"] == "softmax"
+    assert_provenance(model, path, "keras")
+    expected = keras_mixed.predict(x.reshape(-1, 8, 8), verbose=0)
+    np.testing.assert_allclose(apply_output_transform(model.meta, model.forward(x)), expected, atol=TOL, rtol=0)
+    assert_same_pruning(model, description_of_dense(keras_mixed, KERAS_MIXED_ACTS), x)
+
+
+def test_keras_functional_chain_and_h5(tmp_path, digits):
+    import keras
+    inp = keras.Input((64,))
+    out = keras.layers.Dense(10)(keras.layers.Dense(20, activation="relu")(inp))
+    net = keras.Model(inp, out)
+    x = digits[0][:100]
+    net.save(tmp_path / "f.keras")
+    np.testing.assert_allclose(import_model(tmp_path / "f.keras").forward(x), net.predict(x, verbose=0), atol=TOL)
+    net.save(tmp_path / "legacy.h5")
+    model = import_model(tmp_path / "legacy.h5")
+    assert detect_format(tmp_path / "legacy.h5") == "keras"
+    np.testing.assert_allclose(model.forward(x), net.predict(x, verbose=0), atol=TOL)
+
+
+def test_keras_rejects_conv_lstm_branches_and_slopes(tmp_path):
+    import keras
+    L = keras.layers
+    conv = keras.Sequential([keras.Input((8, 8, 1)), L.Conv2D(2, 3, name="conv"), L.MaxPooling2D(name="pool"),
+                             L.Flatten(), L.Dense(10)])
+    conv.save(tmp_path / "conv.keras")
+    msg = fails(tmp_path / "conv.keras", "unsupported layers: ")
+    assert "Conv2D (layer 0 'conv'), MaxPooling2D (layer 1 'pool')" in msg
+    lstm = keras.Sequential([keras.Input((8, 8)), L.LSTM(4, name="lstm"), L.Dense(10)])
+    lstm.save(tmp_path / "lstm.keras")
+    fails(tmp_path / "lstm.keras", r"unsupported layers: LSTM \(layer 0 'lstm'\)")
+    inp = keras.Input((4,))
+    h = L.Dense(4)(inp)
+    branch = keras.Model(inp, L.Add(name="skip")([inp, h]))
+    branch.save(tmp_path / "branch.keras")
+    fails(tmp_path / "branch.keras", "not fed by the previous layer alone|unsupported layers: Add")
+    slope = keras.Sequential([keras.Input((4,)), L.Dense(3, activation="leaky_relu"), L.Dense(2)])
+    slope.save(tmp_path / "slope.keras")
+    fails(tmp_path / "slope.keras", r"Dense \(layer 0 '.*'\): leaky_relu slope 0.2 is not supported")
+    elu = keras.Sequential([keras.Input((4,)), L.Dense(3, activation="elu"), L.Dense(2)])
+    elu.save(tmp_path / "elu.keras")
+    fails(tmp_path / "elu.keras", "activation 'elu' is not supported")
+
+
+def run_tflite(path, x):
+    from ai_edge_litert.interpreter import Interpreter
+    interp = Interpreter(model_path=str(path))
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    interp.resize_tensor_input(inp["index"], [len(x), *inp["shape"][1:]])
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], x.reshape(len(x), *inp["shape"][1:]).astype(np.float32))
+    interp.invoke()
+    return interp.get_tensor(out["index"])
+
+
+@pytest.mark.parametrize("fp16", [False, True])
+def test_tflite_round_trip(tmp_path, digits, keras_mixed, fp16):
+    import tensorflow as tf
+    x = digits[0][:300]
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_mixed)
+    if fp16:  # weights stored as float16 behind DEQUANTIZE ops
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    path = tmp_path / "digits.tflite"
+    path.write_bytes(converter.convert())
+    model = import_model(path)
+    assert detect_format(path) == "tflite"
+    assert [l.activation for l in model.layers] == KERAS_MIXED_ACTS
+    assert_provenance(model, path, "tflite")
+    np.testing.assert_allclose(apply_output_transform(model.meta, model.forward(x)), run_tflite(path, x),
+                               atol=TOL, rtol=0)
+    ref = description_of_dense(keras_mixed, KERAS_MIXED_ACTS)
+    if fp16:
+        for a, b in zip(model.layers, ref.layers):
+            np.testing.assert_array_equal(a.weight, b.weight.astype(np.float16).astype(np.float32))
+    else:
+        assert_same_pruning(model, ref, x)
+
+
+def test_saved_model_directory(tmp_path, digits, keras_mixed):
+    x = digits[0][:300]
+    keras_mixed.export(str(tmp_path / "sm"), verbose=False)
+    model = import_model(tmp_path / "sm")
+    assert detect_format(tmp_path / "sm") == "savedmodel"
+    assert_provenance(model, tmp_path / "sm", "savedmodel")
+    expected = keras_mixed.predict(x.reshape(-1, 8, 8), verbose=0)
+    np.testing.assert_allclose(apply_output_transform(model.meta, model.forward(x)), expected, atol=TOL, rtol=0)
+    assert_same_pruning(model, description_of_dense(keras_mixed, KERAS_MIXED_ACTS), x)
+
+
+def test_tflite_rejects_conv(tmp_path):
+    import keras
+    import tensorflow as tf
+    conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
+                             keras.layers.Dense(10)])
+    (tmp_path / "conv.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(conv).convert())
+    fails(tmp_path / "conv.tflite", r"unsupported ops: CONV_2D \(op \d+\)")
+
+
+# ---------------------------------------------------------------- ONNX rejections
+
+def test_onnx_rejects_conv_listing_every_op(tmp_path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    nodes = [helper.make_node("Conv", ["x", "k"], ["c"], name="conv1"),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[2, 2]),
+             helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "w"], ["y"], transB=1)]
+    inits = [numpy_helper.from_array(np.zeros((2, 1, 3, 3), np.float32), "k"),
+             numpy_helper.from_array(np.zeros((10, 18), np.float32), "w")]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], initializer=inits)
+    onnx.save(helper.make_model(graph), str(tmp_path / "model.onnx"))
+    msg = fails(tmp_path / "model.onnx", "unsupported ops")
+    assert msg == f"{tmp_path / 'model.onnx'}: unsupported ops: Conv (node 0 'conv1'), MaxPool (node 2)"
+
+
+def _tiny_onnx(tmp_path, nodes, inits, name="bad.onnx", width=4):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                              initializer=[numpy_helper.from_array(v, k) for k, v in inits.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / name))
+    return tmp_path / name
+
+
+def test_onnx_structural_rejections(tmp_path):
+    from onnx import helper
+    w = {"W": np.ones((4, 3), np.float32), "W2": np.ones((3, 3), np.float32)}
+    skip = _tiny_onnx(tmp_path, [helper.make_node("MatMul", ["x", "W"], ["h"]),
+                                 helper.make_node("MatMul", ["h", "W2"], ["h2"]),
+                                 helper.make_node("Add", ["h", "h2"], ["y"], name="skip")], w, "skip.onnx")
+    fails(skip, "Add \\(node 2 'skip'\\): .*bias right after|does not continue|not a constant")
+    leaky = _tiny_onnx(tmp_path, [helper.make_node("MatMul", ["x", "W"], ["h"]),
+                                  helper.make_node("LeakyRelu", ["h"], ["y"], alpha=0.3)], w, "leaky.onnx")
+    fails(leaky, "LeakyRelu \\(node 1\\): leaky_relu slope 0.3 is not supported")
+    weights_as_input = _tiny_onnx(tmp_path, [helper.make_node("MatMul", ["x", "V"], ["y"])], {}, "input.onnx")
+    fails(weights_as_input, "'V' is not a constant initializer")
+    wide = _tiny_onnx(tmp_path, [helper.make_node("MatMul", ["x", "W"], ["y"])], w, "wide.onnx", width=5)
+    fails(wide, "input has 5 features but the first layer takes 4")
+    ok = _tiny_onnx(tmp_path, [helper.make_node("MatMul", ["x", "W"], ["y"])], w, "ok.onnx")
+    fails(ok, "arch 4-5-3:relu does not match the file's layer widths 4-3", arch="4-5-3")
+    assert import_model(ok, arch="4-3").widths == [4, 3]
+
+
+# ---------------------------------------------------------------- corrupt files and data
+
+@pytest.fixture(scope="module")
+def good_files(tmp_path_factory, keras_mixed, torch_tanh):
+    import tensorflow as tf
+    import torch
+    d = tmp_path_factory.mktemp("good")
+    onnx_from_model(m.random_model([64, 8, 10], seed=1), d / "m.onnx")
+    keras_mixed.save(d / "m.keras")
+    torch.save(torch_tanh.state_dict(), d / "m.pt")
+    torch.jit.script(torch_tanh).save(str(d / "ts.pt"))
+    (d / "m.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras_mixed).convert())
+    return d
+
+
+def _damage(raw: bytes, how: str) -> bytes:
+    if how == "truncated":
+        return raw[: len(raw) // 2]
+    if how == "garbage":
+        return np.random.default_rng(0).bytes(2048)
+    mid = len(raw) // 2  # bitflip: only zip formats carry checksums that can catch it
+    return raw[:mid] + bytes(b ^ 0xFF for b in raw[mid:mid + 16]) + raw[mid + 16:]
+
+
+@pytest.mark.parametrize("name, damage", [(n, d) for n in ("m.onnx", "m.keras", "m.pt", "ts.pt", "m.tflite")
+                                          for d in ("truncated", "garbage")]
+                         + [(n, "bitflip") for n in ("m.keras", "m.pt", "ts.pt")])
+def test_corrupt_files_give_one_line_naming_the_file(tmp_path, good_files, name, damage):
+    bad = tmp_path / name
+    bad.write_bytes(_damage((good_files / name).read_bytes(), damage))
+    msg = fails(bad, "corrupt|truncated", arch="64-48-24-10:tanh")
+    assert msg.startswith(f"{bad}: ") and len(msg) < 300
+
+
+def test_unknown_empty_and_missing_inputs(tmp_path):
+    (tmp_path / "model.bin2").write_bytes(b"hello world")
+    fails(tmp_path / "model.bin2", "unknown model format")
+    (tmp_path / "empty.onnx").write_bytes(b"")
+    fails(tmp_path / "empty.onnx", "empty file")
+    fails(tmp_path / "missing.onnx", "model file not found")
+    (tmp_path / "dir").mkdir()
+    fails(tmp_path / "dir", "not a TensorFlow SavedModel")
+
+
+def test_data_checked_against_the_imported_model(tmp_path, good_files, digits):
+    model = import_model(good_files / "m.pt", arch="64-48-24-10:tanh")
+    x, y = digits
+    np.savez(tmp_path / "ok.npz", x=x, y=y)
+    xs, ys = load_labeled(tmp_path / "ok.npz", input_dim=model.input_dim, n_classes=model.output_dim)
+    assert (model.predict(xs) == ys).mean() > 0.5
+    np.savez(tmp_path / "wide.npz", x=np.zeros((4, 784), np.float32), y=np.zeros(4, np.int64))
+    with pytest.raises(PrunedgeError, match="784 features per example but the model takes 64"):
+        load_labeled(tmp_path / "wide.npz", input_dim=model.input_dim)
+    np.savez(tmp_path / "range.npz", x=x[:4], y=np.array([0, 1, 10, 2]))
+    with pytest.raises(PrunedgeError, match="label 10 at example 2 is out of range"):
+        load_labeled(tmp_path / "range.npz", n_classes=model.output_dim)
+    np.savez(tmp_path / "nan.npz", x=np.full((4, 64), np.nan, np.float32), y=np.zeros(4, np.int64))
+    with pytest.raises(PrunedgeError, match="NaN"):
+        load_labeled(tmp_path / "nan.npz", input_dim=model.input_dim)
+
+
+# ---------------------------------------------------------------- every activation through every stage
+
+@pytest.mark.parametrize("k", [50, 90, 99])
+@pytest.mark.parametrize("activation", sorted(m.ACTIVATIONS))
+def test_every_activation_survives_unit_shrink_and_csr(digits, activation, k):
+    x = digits[0][:300]
+    model = m.random_model([64, 48, 32, 24, 10], seed=11, activations=[activation] * 3 + ["identity"])
+    model = model.with_layers([m.Layer(l.weight, (l.bias + 0.7).astype(np.float32), l.activation)
+                               for l in model.layers])  # act(bias) far from 0: a missing fold would show
+    masked = unit_prune(model, k)
+    small = shrink(masked)
+    assert small.widths[1:-1] < model.widths[1:-1]
+    assert [l.activation for l in small.layers] == [l.activation for l in model.layers]
+    assert np.abs(small.forward(x) - masked.forward(x)).max() <= TOL
+    wmasked = weight_prune(model, k)
+    csr = to_csr(wmasked)
+    assert all(l.is_sparse for l in csr.layers[:-1])
+    assert np.abs(csr.forward(x) - wmasked.forward(x)).max() <= TOL
+
+
+def test_mixed_activations_of_an_imported_model_survive_every_stage(good_files, digits):
+    x = digits[0][:300]
+    model = import_model(good_files / "m.keras")
+    for k in (50, 90):
+        masked = unit_prune(model, k)
+        np.testing.assert_allclose(shrink(masked).forward(x), masked.forward(x), atol=TOL, rtol=0)
+        wmasked = weight_prune(model, k)
+        np.testing.assert_allclose(to_csr(wmasked).forward(x), wmasked.forward(x), atol=TOL, rtol=0)
+    path = m.save(shrink(unit_prune(model, 50)), good_files / "shrunk.npz")  # meta survives save/load
+    assert m.load(path).meta["output_transform"] == "softmax"
