@@ -28,7 +28,7 @@ def _plt():
 
 def _save(fig, path: Path) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=DPI)  # constrained layout already fits the labels
     _plt().close(fig)
     return Path(path)
 
@@ -226,7 +226,8 @@ def weight_histograms(weights: list[np.ndarray], framework: str, path: Path,
     for i, (ax, w) in enumerate(zip(axes.flat, weights)):
         w = np.ravel(w)
         cut = float(np.quantile(np.abs(w), prune_at / 100.0))
-        ax.hist(w, bins=200, color="tab:blue", alpha=0.8)
+        counts, edges = np.histogram(w, bins=200)
+        ax.stairs(counts, edges, fill=True, color="tab:blue", alpha=0.8)  # one polygon, not 200 bars
         ax.axvspan(-cut, cut, color="tab:red", alpha=0.15, label=f"|w| < {cut:.3g}: {prune_at:g}% pruned")
         ax.set_yscale("log")
         ax.set_title(f"layer {i} {list(np.shape(weights[i]))}", fontsize=9)

@@ -32,6 +32,7 @@ class ReportConfig:
     tolerance: float = analysis.TOLERANCE  # accuracy points below dense that still count as "no loss"
     seeds: int | None = None  # run bench.seeds.run_seeds first with this many seeds
     frameworks: tuple[str, ...] = ("torch", "tf")
+    plots: bool = True  # False: text and tables only (seconds faster; tests and quick looks)
 
 
 # ---------------------------------------------------------------- formatting
@@ -564,7 +565,7 @@ def build(cfg: ReportConfig) -> Path:
     out = Path(cfg.out_dir or Path(cfg.root) / "report")
     inp = load_inputs(Path(cfg.root), cfg.device_results)
     d = derive(inp)
-    figs = make_figures(inp, d, out)
+    figs = make_figures(inp, d, out) if cfg.plots else {}
     lines = []
     for section in SECTIONS:
         lines += section(inp, d, figs, cfg)
@@ -583,6 +584,7 @@ def parser() -> argparse.ArgumentParser:
                    help="accuracy points below dense still counted as no loss (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="first compute accuracy vs sparsity over seeds 0..N-1 (trains missing seeds)")
+    p.add_argument("--no-plots", action="store_true", help="text and tables only, no PNGs")
     return p
 
 
@@ -597,7 +599,7 @@ def main(argv=None) -> int:
             if not path.is_file():
                 raise fail(path, "device results file not found")
         path = build(ReportConfig(root=args.root, out_dir=args.out, device_results=tuple(args.device_results),
-                                  tolerance=args.tolerance, seeds=args.seeds))
+                                  tolerance=args.tolerance, seeds=args.seeds, plots=not args.no_plots))
     except PrunedgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,0 +1,69 @@
+"""Every figure is written as a non-empty PNG from small inputs, including awkward ones."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench import analysis, plots
+from bench.report_inputs import as_percent, typed_row
+from report_fixtures import result_rows
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def assert_png(path):
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    assert len(data) > 2000, f"{path} is suspiciously small ({len(data)} bytes)"
+
+
+@pytest.fixture(scope="module")
+def b1_rows():
+    rows = as_percent([typed_row({k: str(v) for k, v in r.items()}, "fixture") for r in result_rows()])
+    return analysis.ok_rows(rows)
+
+
+def test_sparsity_positions_are_monotone_and_spread_the_high_levels():
+    x = plots.sparsity_position([0, 50, 90, 95, 99])
+    assert x[0] == 0 and np.all(np.diff(x) > 0)
+    assert x[4] - x[3] > x[1] - x[0], "99 vs 95 gets more room than 50 vs 0"
+
+
+@pytest.mark.parametrize("n_seeds", [1, 3])
+def test_accuracy_vs_sparsity(tmp_path, n_seeds):
+    rows = [{"framework": "torch", "method": m, "seed": s, "sparsity": float(k), "accuracy": 90 - k / 10 * f + s}
+            for s in range(n_seeds) for m, f in (("weight", 0.2), ("unit", 1.0), ("block-1x4", 0.5))
+            for k in (0, 50, 90, 99)]
+    path = plots.accuracy_vs_sparsity(analysis.curves(rows), "torch", tmp_path / "acc.png")
+    assert_png(path)
+
+
+def test_learning_curves(tmp_path):
+    runs = {s: {"train_loss": [1.0, 0.5, 0.4], "val_loss": [0.8, 0.6, 0.55],
+                "train_acc": [0.7, 0.8, 0.85], "val_acc": [0.75, 0.8, 0.82]} for s in (0, 1)}
+    assert_png(plots.learning_curves(runs, "tf", tmp_path / "curves.png"))
+
+
+def test_latency_size_pareto(tmp_path, b1_rows):
+    assert_png(plots.latency_vs_sparsity(b1_rows, tmp_path / "latency.png"))
+    assert_png(plots.latency_vs_sparsity([r for r in b1_rows if r["runtime"] == "numpy"], tmp_path / "one.png"))
+    assert_png(plots.size_vs_sparsity(analysis.unique_artifacts(b1_rows), tmp_path / "size.png"))
+    assert_png(plots.pareto(b1_rows, tmp_path / "pareto.png"))
+
+
+def test_weight_figures(tmp_path):
+    rng = np.random.default_rng(0)
+    weights = [rng.laplace(0, 0.05, (64, 32)).astype(np.float32), rng.normal(0, 0.1, (32, 16)).astype(np.float32)]
+    assert_png(plots.weight_histograms(weights, "torch", tmp_path / "hist.png"))
+    assert_png(plots.singular_spectra([analysis.singular_values(w) for w in weights], "torch", tmp_path / "sv.png"))
+
+
+def test_figures_are_written_atomically(tmp_path, b1_rows):
+    plots.pareto(b1_rows, tmp_path / "pareto.png")
+    assert [p.name for p in tmp_path.iterdir()] == ["pareto.png"], "no temp files left behind"
+
+
+def test_preferred_variant():
+    assert plots.preferred_variant(["int8-full", "fp32", None]) == "fp32"
+    assert plots.preferred_variant(["sparse", "fp16"]) == "fp16"
+    assert plots.preferred_variant([None]) is None
