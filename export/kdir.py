@@ -53,7 +53,8 @@ def export_kdir(kdir: Path, *, root: Path, formats, options: F.ExportOptions, da
         entries.append(_one(kdir, root, fmt, model, reference, options, data, threads, strict, reexport))
     record = {"kdir": kdir.relative_to(root).as_posix(), "seconds": round(time.perf_counter() - start, 3),
               "files": entries}
-    write_json(kdir / RESULTS, record)
+    if reexport:  # a verify-only pass leaves the stamped results alone; it updates the manifest
+        write_json(kdir / RESULTS, record)
     return record
 
 
@@ -107,4 +108,28 @@ def process_kdir(kdir: Path, *, root: Path, formats, options: F.ExportOptions, d
                          threads=threads, strict=strict)
     written = [Path(root) / e["path"] for e in record["files"] if e["sha256"] is not None]
     mark(kdir / STAMP, key, written + [kdir / RESULTS])
+    return {**record, "skipped": False}
+
+
+# ------------------------------------------------------------------ process-pool plumbing
+# Workers are spawned (not forked: the parent may have TensorFlow and torch thread pools alive)
+# and receive the evaluation data once, through the initializer.
+
+_WORKER: dict = {}
+
+
+def init_worker(settings: dict) -> None:
+    _WORKER.clear()
+    _WORKER.update(settings)
+
+
+def work(kdir: Path, formats: list[str], reexport: bool = True) -> dict:
+    """Pool task: process (or only re-verify) one k-dir with the worker's settings."""
+    s = _WORKER
+    chosen = F.select(formats)
+    if reexport:
+        return process_kdir(kdir, root=s["root"], formats=chosen, options=s["options"], data=s["data"],
+                            threads=s["threads"], strict=s["strict"])
+    record = export_kdir(kdir, root=s["root"], formats=chosen, options=s["options"], data=s["data"],
+                         threads=s["threads"], strict=s["strict"], reexport=False)
     return {**record, "skipped": False}

@@ -1,0 +1,301 @@
+"""`python -m export run|verify|table|bundle`: the whole chain from training to verified files.
+
+run     train (torch, tf) -> prune at every level (weight, unit) -> export every format of every
+        k-dir -> verify each file in its runtime -> artifacts/export/manifest.json -> table.
+        k-dirs whose model.npz, formats, options, data and library versions are unchanged are skipped.
+        --model PATH [--data PATH] starts from a network you did not train instead.
+verify  re-verify the files listed in the manifest (after editing a tolerance, or a runtime upgrade).
+table   print the table from the manifest.
+bundle  a deploy bundle (export/bundle.py; `python -m export bundle --help`).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from pipeline.errors import PrunedgeError, fail
+
+FRAMEWORKS = ("torch", "tf")
+DEFAULT_METHODS = ("weight", "unit")
+
+
+# ------------------------------------------------------------------ option parsing
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _frameworks(value: str) -> list[str]:
+    names = list(FRAMEWORKS) if value == "all" else _csv(value)
+    for name in names:
+        if name not in FRAMEWORKS:
+            raise fail("--frameworks", f"unknown framework {name!r} (choose from {', '.join(FRAMEWORKS)}, all)")
+    return names
+
+
+def _methods(value: str) -> list[str]:
+    from pipeline.prune import METHODS
+    names = _csv(value)
+    for name in names:
+        if name not in METHODS:
+            raise fail("--methods", f"unknown method {name!r} (choose from {', '.join(METHODS)})")
+    if not names:
+        raise fail("--methods", "no method given")
+    return names
+
+
+def _levels(value: str | None) -> list[float]:
+    from pipeline.prune import LEVELS, check_sparsity
+    if not value:
+        return list(LEVELS)
+    try:
+        return [check_sparsity(v) for v in _csv(value)]
+    except PrunedgeError as e:
+        raise fail("--levels", str(e)) from None
+
+
+def _jobs(value: int) -> int:
+    if value < 1:
+        raise fail("--jobs", f"must be >= 1, got {value}")
+    return value
+
+
+# ------------------------------------------------------------------ the chain
+
+def eval_data(args):
+    """Fashion-MNIST by default; an imported model's own labeled set with --data."""
+    from export import verify
+    if args.data:
+        return verify.labeled(args.data)
+    return verify.fashion_mnist(args.data_dir)
+
+
+def sources(args) -> dict[str, Path]:
+    """framework name -> trained model.npz: trained here, or imported with --model (the hook)."""
+    from tqdm import tqdm
+    if args.model:
+        return {"imported": import_source(args.model, Path(args.root))}
+    from pipeline.stages import train_stage
+    config = None
+    if args.epochs is not None:
+        from pipeline.train import TrainConfig
+        config = TrainConfig(epochs=args.epochs)
+    out = {}
+    for framework in tqdm(_frameworks(args.frameworks), desc="train", unit="framework"):
+        out[framework] = train_stage(framework, seed=args.seed, data_dir=args.data_dir, config=config,
+                                     root=Path(args.root))
+    return out
+
+
+def import_source(model_path, root: Path) -> Path:
+    """Describe a foreign network (pipeline.importers) and store it where prune_stage can read it."""
+    from pipeline.model import save
+    try:
+        from pipeline.importers import import_model
+    except ImportError:
+        raise fail("--model", "importing foreign models is not available in this version") from None
+    model = import_model(model_path)
+    model = model.with_layers(model.layers, framework="imported", source=str(model_path))
+    return save(model, Path(root) / "import" / "model.npz")
+
+
+def process(kdirs: list[Path], *, root: Path, formats: list[str], options, data, jobs: int,
+            strict: bool, reexport: bool = True, desc: str = "export") -> list[dict]:
+    """Run `kdir.work` over k-dirs, in this process (jobs=1) or a spawned pool."""
+    from tqdm import tqdm
+    from export import kdir as K
+    from export.verify import default_threads
+
+    settings = {"root": root, "options": options, "data": data, "threads": default_threads(jobs), "strict": strict}
+    records = []
+    bar = tqdm(total=len(kdirs), desc=desc, unit="k-dir")
+    if jobs == 1 or len(kdirs) <= 1:
+        K.init_worker(settings)
+        for k in kdirs:
+            records.append(_done(bar, K.work(k, formats, reexport)))
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=K.init_worker, initargs=(settings,)) as pool:
+            futures = [pool.submit(K.work, k, formats, reexport) for k in kdirs]
+            for future in as_completed(futures):
+                records.append(_done(bar, future.result()))
+    bar.close()
+    return records
+
+
+def _done(bar, record: dict) -> dict:
+    state = "skipped" if record.get("skipped") else f"{record['seconds']:.1f}s"
+    bar.set_postfix_str(f"{record['kdir']} {state}")
+    bar.update()
+    return record
+
+
+def _config(args, data, options, **extra) -> dict:
+    from export.verify import FP32_ATOL, MIN_AGREEMENT
+    return {"seed": args.seed, "opset": options.opset, "data": data.source, "data_sha256": data.sha256,
+            "n_check": len(data.x_check), "n_test": len(data.x_test), "n_calibration": len(data.x_calibration),
+            "fp32_atol": FP32_ATOL, "min_agreement": MIN_AGREEMENT, **extra}
+
+
+def cmd_run(args) -> int:
+    from export.formats import ExportOptions, select
+    from export.manifest import write_manifest
+    from pipeline.stages import prune_stage
+
+    if args.data and not args.model:
+        raise fail("--data", "only used with --model (the labeled set of an imported network)")
+    root = Path(args.root)
+    export_root = root / "export"
+    jobs, formats = _jobs(args.jobs), [f.name for f in select(args.formats)]
+    methods, levels = _methods(args.methods), _levels(args.levels)
+    start = time.perf_counter()
+    data = eval_data(args)
+    trained = sources(args)
+    kdirs = []
+    for framework, npz in trained.items():
+        paths = prune_stage(npz, framework=framework, methods=methods, levels=levels, out_root=export_root)
+        kdirs += [p.parent for p in paths]
+    options = ExportOptions(calibration=data.x_calibration)
+    records = process(kdirs, root=export_root, formats=formats, options=options, data=data, jobs=jobs,
+                      strict=args.strict)
+    config = _config(args, data, options, frameworks=list(trained), methods=methods, levels=levels,
+                     formats=formats, jobs=jobs)
+    write_manifest(export_root, [e for r in records for e in r["files"]], config=config)
+    return _finish(export_root, records, time.perf_counter() - start, args.strict)
+
+
+def cmd_verify(args) -> int:
+    from export.formats import ExportOptions, select
+    from export.manifest import check_manifest, load_manifest, write_manifest
+
+    export_root = Path(args.root) / "export"
+    manifest = load_manifest(export_root)
+    for problem in check_manifest(export_root):
+        print(f"warning: {problem} (re-verifying the file as it is now)", file=sys.stderr)
+    wanted = {f.name for f in select(args.formats)}
+    by_kdir: dict[str, set] = {}
+    for entry in manifest["files"]:
+        by_kdir.setdefault(str(Path(entry["path"]).parent), set()).add(entry.get("name"))
+    start = time.perf_counter()
+    data = eval_data(args)
+    options = ExportOptions(calibration=data.x_calibration)
+    kept, records = [], []
+    groups: dict[tuple, list[Path]] = {}
+    for rel, names in sorted(by_kdir.items()):
+        chosen = tuple(sorted(names & wanted))
+        groups.setdefault(chosen, []).append(export_root / rel)
+    for chosen, kdirs in groups.items():
+        records += process(kdirs, root=export_root, formats=list(chosen), options=options, data=data,
+                           jobs=_jobs(args.jobs), strict=False, reexport=False, desc="verify")
+    redone = {(e["path"]) for r in records for e in r["files"]}
+    kept = [e for e in manifest["files"] if e["path"] not in redone]
+    config = {**manifest.get("config", {}), "reverified": _config(args, data, options)}
+    write_manifest(export_root, kept + [e for r in records for e in r["files"]], config=config)
+    return _finish(export_root, records, time.perf_counter() - start, args.strict)
+
+
+def _finish(export_root: Path, records: list[dict], seconds: float, strict: bool) -> int:
+    from export.manifest import load_manifest, passed
+    from export.table import format_table
+
+    manifest = load_manifest(export_root)
+    print(format_table(manifest))
+    done = [r for r in records if not r.get("skipped")]
+    if done:
+        per = sum(r["seconds"] for r in done) / len(done)
+        print(f"{len(done)} k-dirs processed ({per:.1f} s each), {len(records) - len(done)} up to date; "
+              f"{seconds:.0f} s in all; manifest: {export_root / 'manifest.json'}")
+    failed = [e for e in manifest["files"] if not passed(e)]
+    if failed:
+        print(f"warning: {len(failed)} files failed verification (marked FAILED above and in the manifest)",
+              file=sys.stderr)
+    return 1 if (failed and strict) else 0
+
+
+def cmd_table(args) -> int:
+    from export.manifest import load_manifest
+    from export.table import format_table
+    print(format_table(load_manifest(Path(args.root) / "export")))
+    return 0
+
+
+def cmd_bundle(args) -> int:
+    """Hand everything after `bundle` to export/bundle.py's own argparse CLI."""
+    try:
+        from export.bundle import main as bundle_main
+    except ImportError:
+        raise fail("bundle", "deploy bundles are not available in this version (export/bundle.py)") from None
+    return bundle_main(args.rest)
+
+
+# ------------------------------------------------------------------ CLI
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p):
+        p.add_argument("--root", type=Path, default=Path("artifacts"),
+                       help="artifacts directory (default artifacts; files go to <root>/export)")
+
+    def evaluation(p):
+        p.add_argument("--data-dir", default=None, help="Fashion-MNIST IDX directory (default $PRUNEDGE_DATA "
+                                                        "or /usr/share/datasets/fashion-mnist)")
+        p.add_argument("--formats", default="all", help="comma-separated rows of export/formats.py "
+                                                        "(default all: onnx,onnx-sparse,tflite,...)")
+        p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                       help="worker processes, one k-dir each (default: 2 or the core count if fewer)")
+        p.add_argument("--strict", action="store_true", help="exit 1 if any file fails verification")
+
+    p = sub.add_parser("run", help="train, prune, export and verify everything; print the table")
+    common(p)
+    evaluation(p)
+    p.add_argument("--frameworks", default="all", help="torch, tf, or all (default)")
+    p.add_argument("--methods", default=",".join(DEFAULT_METHODS), help="pruning methods (default weight,unit)")
+    p.add_argument("--levels", default=None, help="sparsity percents (default 0,25,50,60,70,80,90,95,97,99)")
+    p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
+    p.add_argument("--epochs", type=int, default=None, help="override the training epochs (quick runs)")
+    p.add_argument("--model", default=None, help="import this trained network instead of training (see README)")
+    p.add_argument("--data", default=None, help="labeled data for --model (IDX directory or .npz with x, y)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("verify", help="re-verify the files in the manifest and rewrite it")
+    common(p)
+    evaluation(p)
+    p.add_argument("--data", default=None, help="labeled data of an imported model (as given to run --data)")
+    p.set_defaults(func=cmd_verify, seed=None)
+
+    p = sub.add_parser("table", help="print the table from the manifest")
+    common(p)
+    p.set_defaults(func=cmd_table)
+
+    p = sub.add_parser("bundle", add_help=False, help="make a deploy bundle (options: bundle --help)")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=cmd_bundle)
+    return parser
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bundle"]:  # argparse.REMAINDER cannot pass a leading "--help" through
+        args = argparse.Namespace(func=cmd_bundle, rest=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PrunedgeError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
