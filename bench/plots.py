@@ -217,9 +217,9 @@ def pareto(rows, path: Path) -> Path:
 
 # ---------------------------------------------------------------- weights (Q4)
 
-def weight_histograms(weights: list[np.ndarray], framework: str, path: Path,
-                      prune_at: float = 90.0) -> Path:
-    """Histogram of each pruned layer's weights (log counts) with the |w| cut of `prune_at`% weight pruning."""
+def weight_histograms(weights: list[np.ndarray], framework: str, path: Path, *,
+                      names: list[str] | None = None, prune_at: float = 90.0) -> Path:
+    """Histogram of each layer's weights (log counts), shading |w| below the cut of `prune_at`% weight pruning."""
     plt = _plt()
     n = len(weights)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False, layout="constrained")
@@ -230,22 +230,24 @@ def weight_histograms(weights: list[np.ndarray], framework: str, path: Path,
         ax.stairs(counts, edges, fill=True, color="tab:blue", alpha=0.8)  # one polygon, not 200 bars
         ax.axvspan(-cut, cut, color="tab:red", alpha=0.15, label=f"|w| < {cut:.3g}: {prune_at:g}% pruned")
         ax.set_yscale("log")
-        ax.set_title(f"layer {i} {list(np.shape(weights[i]))}", fontsize=9)
+        ax.set_title(f"{names[i] if names else f'layer {i}'} {list(np.shape(weights[i]))}", fontsize=9)
         ax.set_xlabel("weight")
         ax.legend(fontsize=6)
     axes.flat[0].set_ylabel("count (log)")
-    fig.suptitle(f"{framework}: trained weight distribution per pruned layer")
+    fig.suptitle(f"{framework}: trained weight distribution per layer")
     return _save(fig, path)
 
 
-def singular_spectra(spectra: list[np.ndarray], framework: str, path: Path) -> Path:
+def singular_spectra(spectra: list[np.ndarray], framework: str, path: Path, *,
+                     names: list[str] | None = None) -> Path:
     """Left: sigma_i / sigma_1 (log); right: cumulative energy; x = i / number of singular values."""
     plt = _plt()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
     for i, s in enumerate(spectra):
         x = np.arange(1, s.size + 1) / s.size
-        ax1.plot(x, s / s[0], label=f"layer {i} ({s.size} values)")
-        ax2.plot(x, analysis.cumulative_energy(s), label=f"layer {i}")
+        name = names[i] if names else f"layer {i}"
+        ax1.plot(x, s / s[0], label=f"{name} ({s.size} values)")
+        ax2.plot(x, analysis.cumulative_energy(s), label=name)
     ax1.set_yscale("log")
     ax1.set_ylabel("sigma_i / sigma_1")
     ax2.set_ylabel("cumulative energy (sum sigma^2)")
@@ -254,5 +256,5 @@ def singular_spectra(spectra: list[np.ndarray], framework: str, path: Path) -> P
         ax.set_xlabel("fraction of singular values")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"{framework}: singular value spectrum per pruned layer (normalized)")
+    fig.suptitle(f"{framework}: singular value spectrum per layer (normalized)")
     return _save(fig, path)

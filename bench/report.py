@@ -33,6 +33,12 @@ class ReportConfig:
     seeds: int | None = None  # run bench.seeds.run_seeds first with this many seeds
     frameworks: tuple[str, ...] = ("torch", "tf")
     plots: bool = True  # False: text and tables only (seconds faster; tests and quick looks)
+    batch: int = 1  # latency plots, speed table, recommendations: one sample at a time, as on a device
+    threads: int = 1  # one core: the case a small board's other work leaves you
+
+    @property
+    def where(self) -> str:
+        return f"batch {self.batch}, {self.threads} thread{'s' if self.threads > 1 else ''}"
 
 
 # ---------------------------------------------------------------- formatting
@@ -95,16 +101,17 @@ class Derived:
     curves: dict = field(default_factory=dict)  # (framework, method) -> [CurvePoint]
     layers: dict = field(default_factory=dict)  # framework -> [per-layer stats]
     structure: dict = field(default_factory=dict)  # framework -> level -> {weight, unit, widths}
-    b1: list = field(default_factory=list)  # host ok rows, batch 1, 1 thread
+    sel: list = field(default_factory=list)  # host ok rows at the configured batch and threads
+    b1: list = field(default_factory=list)  # host ok rows at batch 1, 1 thread (the targets)
 
 
 def layer_stats(model) -> list[dict]:
-    """Q4 statistics of each pruned (non-output) layer of a dense model."""
+    """Q4 statistics of every layer of a dense model; "pruned" is False for the output layer."""
     stats = []
-    for layer in model.layers[:-1]:
+    for i, layer in enumerate(model.layers):
         w = layer.dense_weight()
         s = analysis.singular_values(w)
-        stats.append({"shape": w.shape, "weights": w, "sv": s,
+        stats.append({"shape": w.shape, "weights": w, "sv": s, "pruned": i < len(model.layers) - 1,
                       "near_zero": analysis.near_zero_fraction(w, NEAR_ZERO),
                       "kurtosis": analysis.excess_kurtosis(w),
                       "top_w": {f: analysis.top_weight_energy(w, f) for f in Q4_WEIGHT_SHARES},
@@ -132,8 +139,9 @@ def structure(model, levels) -> dict[float, dict]:
     return out
 
 
-def derive(inp: Inputs) -> Derived:
-    d = Derived(curves=analysis.curves(inp.accuracy), b1=analysis.ok_rows(inp.results))
+def derive(inp: Inputs, cfg: ReportConfig) -> Derived:
+    d = Derived(curves=analysis.curves(inp.accuracy), b1=analysis.ok_rows(inp.results),
+                sel=analysis.ok_rows(inp.results, batch=cfg.batch, threads=cfg.threads))
     levels = sorted({p.sparsity for pts in d.curves.values() for p in pts} | {0.0})
     for fw, (_, model) in inp.weights.items():
         d.layers[fw] = layer_stats(model)
@@ -150,19 +158,20 @@ def make_figures(inp: Inputs, d: Derived, out: Path) -> dict[str, Path]:
         figs[f"accuracy_{fw}"] = plots.accuracy_vs_sparsity(d.curves, fw, out / f"accuracy_vs_sparsity_{fw}.png")
     for fw, runs in inp.curves.items():
         figs[f"learning_{fw}"] = plots.learning_curves(runs, fw, out / f"learning_curves_{fw}.png")
-    if d.b1:
-        figs["latency"] = plots.latency_vs_sparsity(d.b1, out / "latency_vs_sparsity.png")
-        with_acc = [r for r in d.b1 if r.get("accuracy") is not None]
+    if d.sel:
+        figs["latency"] = plots.latency_vs_sparsity(d.sel, out / "latency_vs_sparsity.png")
+        with_acc = [r for r in d.sel if r.get("accuracy") is not None]
         if with_acc:
             figs["pareto"] = plots.pareto(with_acc, out / "pareto_accuracy_latency.png")
     arts = analysis.unique_artifacts([r for r in inp.results if r.get("status") == "ok"])
     if arts:
         figs["size"] = plots.size_vs_sparsity(arts, out / "size_vs_sparsity.png")
     for fw, stats in d.layers.items():
+        names = [f"layer {i}" + ("" if s["pruned"] else " (output, not pruned)") for i, s in enumerate(stats)]
         figs[f"weights_{fw}"] = plots.weight_histograms([s["weights"] for s in stats], fw,
-                                                        out / f"weight_histogram_{fw}.png")
+                                                        out / f"weight_histogram_{fw}.png", names=names)
         figs[f"spectra_{fw}"] = plots.singular_spectra([s["sv"] for s in stats], fw,
-                                                       out / f"singular_values_{fw}.png")
+                                                       out / f"singular_values_{fw}.png", names=names)
     return figs
 
 
@@ -299,7 +308,7 @@ def q3_findings(fw: str, gaps, d: Derived, cfg) -> list[str]:
                    f"pruning {share(s['weight'])} (the output layer is never pruned).")
     unit_pts = d.curves[(fw, "unit")]
     cliff = analysis.first_below(unit_pts, analysis.CLIFF_POINTS)
-    stats = d.layers.get(fw)
+    stats = [s for s in d.layers.get(fw, []) if s["pruned"]]
     if cliff is not None and stats and cliff.sparsity in st:
         widths = st[cliff.sparsity]["widths"]
         pairs = [f"layer {i}: {w} units kept vs r90 = {s['r90']}" for i, (w, s) in enumerate(zip(widths, stats))]
@@ -317,16 +326,17 @@ def q4(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
     for fw, stats in sorted(d.layers.items()):
         lines += image(figs.get(f"weights_{fw}"), f"weight histograms, {fw}")
         lines += image(figs.get(f"spectra_{fw}"), f"singular values, {fw}")
-        body = [[i, "×".join(map(str, s["shape"])), f"{s['kurtosis']:.1f}", share(s["near_zero"])]
+        body = [[i, "×".join(map(str, s["shape"])), "yes" if s["pruned"] else "no (output)",
+                 f"{s['kurtosis']:.1f}", share(s["near_zero"])]
                 + [share(s["top_w"][f]) for f in Q4_WEIGHT_SHARES]
                 + [share(s["top_sv"][f]) for f in Q4_SV_SHARES]
                 + [f"{s['r90']} / {s['sv'].size}"] for i, s in enumerate(stats)]
         lines += [f"**{fw}**", ""]
-        lines += table(["layer", "shape", "excess kurtosis", f"|w| < {NEAR_ZERO:g}·max |w|"]
+        lines += table(["layer", "shape", "pruned", "excess kurtosis", f"|w| < {NEAR_ZERO:g}·max |w|"]
                        + [f"energy in top {f:.0%} of weights" for f in Q4_WEIGHT_SHARES]
                        + [f"energy in top {f:.0%} of singular values" for f in Q4_SV_SHARES]
                        + [f"r{ENERGY_RANK * 100:.0f} (values for {ENERGY_RANK:.0%} energy)"], body)
-        lines += q4_findings(fw, stats, d, inp, cfg.tolerance)
+        lines += q4_findings(fw, [s for s in stats if s["pruned"]], d, inp, cfg.tolerance)
     lines += ["Energy is the squared Frobenius norm, sum of w² (equivalently the sum of σ²).", ""]
     return lines
 
@@ -409,22 +419,22 @@ def speed_and_size(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
     lines += image(figs.get("latency"), "latency vs sparsity")
     lines += image(figs.get("size"), "size vs sparsity")
     lines += image(figs.get("pareto"), "accuracy vs latency, Pareto front")
-    levels = [k for k in (90.0, 99.0) if any(float(r["sparsity"]) == k for r in d.b1)]
-    methods = [m for m in ("weight", "unit") if any(r["method"] == m for r in d.b1)]
-    groups = sorted({(r["runtime"], r["format"], r.get("variant") or "", r["framework"]) for r in d.b1})
+    levels = [k for k in (90.0, 99.0) if any(float(r["sparsity"]) == k for r in d.sel)]
+    methods = [m for m in ("weight", "unit") if any(r["method"] == m for r in d.sel)]
+    groups = sorted({(r["runtime"], r["format"], r.get("variant") or "", r["framework"]) for r in d.sel})
     body = []
     for runtime, fmt, variant, fw in groups:
-        rs = [r for r in d.b1 if (r["runtime"], r["format"], r.get("variant") or "", r["framework"])
+        rs = [r for r in d.sel if (r["runtime"], r["format"], r.get("variant") or "", r["framework"])
               == (runtime, fmt, variant, fw)]
-        dense = analysis.dense_reference(rs[0], d.b1)
+        dense = analysis.dense_reference(rs[0], d.sel)
         row = [runtime, fmt, variant or None, fw, None if dense is None else us(dense["p50_us"])]
         for m in methods:
             for k in levels:
-                hit = [analysis.ratio(r, d.b1) for r in rs if r["method"] == m and float(r["sparsity"]) == k]
+                hit = [analysis.ratio(r, d.sel) for r in rs if r["method"] == m and float(r["sparsity"]) == k]
                 hit = [h for h in hit if h is not None]
                 row.append(times(hit[0]) if hit else None)
         body.append(row)
-    lines += ["Speedup over the dense k00 model in the same runtime (ratio_vs_dense, batch 1, 1 thread; "
+    lines += [f"Speedup over the dense k00 model in the same runtime (ratio_vs_dense, {cfg.where}; "
               "variants without a k00 file, such as sparse storage, are compared with the fp32 k00):", ""]
     return lines + table(["runtime", "format", "variant", "framework", "dense p50"]
                          + [f"{m} {level(k)}" for m in methods for k in levels], body)
@@ -432,13 +442,13 @@ def speed_and_size(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
 
 def recommendations(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
     lines = [f"## Recommendation: what to ship per runtime (within {cfg.tolerance:g} point of dense)", ""]
-    if not d.b1:
-        return lines + missing("benchmark results at batch 1, 1 thread", "make bench")
-    lines += recommendation_table(d.b1, cfg.tolerance)
-    dense = analysis.dense_accuracy_by_framework(d.b1)
+    if not d.sel:
+        return lines + missing(f"benchmark results at {cfg.where}", "make bench")
+    lines += recommendation_table(d.sel, cfg.tolerance)
+    dense = analysis.dense_accuracy_by_framework(d.sel)
     lines += ["Dense reference accuracy: " + ", ".join(f"{fw} {pct(a)}" for fw, a in sorted(dense.items()))
-              + "; each artifact is compared with its own framework's dense model. Latency is p50 at batch 1, "
-                "1 thread, on the host.", ""]
+              + f"; each artifact is compared with its own framework's dense model. Latency is p50 at {cfg.where}, "
+                "on the host.", ""]
     return lines
 
 
@@ -496,17 +506,17 @@ def crossover_text(fw: str, c: dict) -> str:
 
 def no_speedup(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
     lines = ["## Where sparsity gives no speedup", ""]
-    if not d.b1:
-        return lines + missing("benchmark results at batch 1, 1 thread", "make bench")
-    flat = analysis.no_speedup_runtimes(d.b1)
+    if not d.sel:
+        return lines + missing(f"benchmark results at {cfg.where}", "make bench")
+    flat = analysis.no_speedup_runtimes(d.sel)
     if not flat:
         return lines + [f"Every runtime's best speedup from weight pruning at ≥ {level(analysis.HIGH_SPARSITY)} "
                         f"is at least {times(analysis.NO_SPEEDUP_BAND)}.", ""]
     lines.append(f"Weight pruning at ≥ {level(analysis.HIGH_SPARSITY)} stays below a "
-                 f"{times(analysis.NO_SPEEDUP_BAND)} speedup (batch 1, 1 thread) in:")
+                 f"{times(analysis.NO_SPEEDUP_BAND)} speedup ({cfg.where}) in:")
     lines.append("")
     for (runtime, fmt, variant), best in flat.items():
-        same = [r for r in d.b1 if r["format"] == fmt and r["runtime"] == runtime and r["method"] == "unit"]
+        same = [r for r in d.sel if r["format"] == fmt and r["runtime"] == runtime and r["method"] == "unit"]
         unit_variant = variant if any(r.get("variant") == variant for r in same) else "fp32"
         unit = analysis.best_speedup([r for r in same if r.get("variant") == unit_variant],
                                      runtime=runtime, method="unit")
@@ -564,7 +574,7 @@ def build(cfg: ReportConfig) -> Path:
         run_seeds(cfg.seeds, frameworks=cfg.frameworks, root=cfg.root)
     out = Path(cfg.out_dir or Path(cfg.root) / "report")
     inp = load_inputs(Path(cfg.root), cfg.device_results)
-    d = derive(inp)
+    d = derive(inp, cfg)
     figs = make_figures(inp, d, out) if cfg.plots else {}
     lines = []
     for section in SECTIONS:
@@ -584,6 +594,10 @@ def parser() -> argparse.ArgumentParser:
                    help="accuracy points below dense still counted as no loss (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=None, metavar="N",
                    help="first compute accuracy vs sparsity over seeds 0..N-1 (trains missing seeds)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="batch size of the latency plots, speed table and recommendations (default: 1)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="thread count of the latency plots, speed table and recommendations (default: 1)")
     p.add_argument("--no-plots", action="store_true", help="text and tables only, no PNGs")
     return p
 
@@ -593,13 +607,17 @@ def main(argv=None) -> int:
     try:
         if not 0 <= args.tolerance < 100:
             raise fail("--tolerance", f"must be in [0, 100) points, got {args.tolerance}")
+        for option, value in (("--batch", args.batch), ("--threads", args.threads)):
+            if value < 1:
+                raise fail(option, f"must be >= 1, got {value}")
         if args.seeds is not None and args.seeds < 1:
             raise fail("--seeds", f"must be >= 1, got {args.seeds}")
         for path in args.device_results:
             if not path.is_file():
                 raise fail(path, "device results file not found")
         path = build(ReportConfig(root=args.root, out_dir=args.out, device_results=tuple(args.device_results),
-                                  tolerance=args.tolerance, seeds=args.seeds, plots=not args.no_plots))
+                                  tolerance=args.tolerance, seeds=args.seeds, plots=not args.no_plots,
+                                  batch=args.batch, threads=args.threads))
     except PrunedgeError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

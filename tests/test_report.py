@@ -277,3 +277,13 @@ def test_run_seeds_scores_every_method_and_level(tmp_path):
 def test_run_seeds_rejects_zero_seeds(tmp_path):
     with pytest.raises(PrunedgeError, match="--seeds"):
         seeds.run_seeds(0, root=tmp_path)
+
+
+def test_batch_and_threads_select_the_latency_rows(tmp_path):
+    root = make_root(tmp_path / "a", seeds=1)
+    assert report.main(["--root", str(root), "--no-plots", "--batch", "64"]) == 0
+    text = (root / "report" / "REPORT.md").read_text()
+    assert "Latency is p50 at batch 64, 1 thread" in text
+    assert "16.16 ms" in text.split("## Recommendation")[0], "dense p50 at batch 64 in the speed table"
+    assert "(batch 1, 1 thread):** tf: 34.00×" in text, "targets stay at batch 1"
+    assert report.main(["--root", str(root), "--threads", "0"]) == 2
