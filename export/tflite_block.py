@@ -30,7 +30,7 @@ class SparseTfliteOptions:
     quantize: str = "none"
     fp32_atol: float = 1e-4  # float32 kernels sum in another order; 1e-4 is far above that noise
     int8_rel_err: float = 0.05  # dynamic-range int8 is ~1-2% off in L2; a broken kernel is >> 1
-    int8_top1: float = 0.97
+    int8_top1: float = 0.9  # untrained (random) nets have near-tied logits; trained ones agree > 0.99
     verify_rows: int = 256
     seed: int = 0
     xnnpack_safe: bool = True  # mark sparse FC ops so XNNPACK declines them (see _mark_sparse_versions)
