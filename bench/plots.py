@@ -54,6 +54,16 @@ def _sparsity_axis(ax, levels) -> None:
     ax.grid(True, alpha=0.3)
 
 
+def _log_axis(axis) -> None:
+    """Log scale with plain numbers (250, not 2.5x10^2); minor ticks labelled only when the range
+    spans less than a decade, otherwise they would crowd."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    lo, hi = axis.get_view_interval()
+    axis.set_minor_formatter(plain if lo > 0 and hi / lo < 10 else NullFormatter())
+
+
 def preferred_variant(variants) -> str | None:
     """fp32 when there is one: the variant every sparsity level and runtime has."""
     variants = sorted({v for v in variants if v is not None})
@@ -143,6 +153,7 @@ def latency_vs_sparsity(rows, path: Path) -> Path:
                 ax.axhline(float(np.median(dense)), color="black", ls=_style(fw), lw=1, alpha=0.6,
                            label=f"{fw} dense k00")
         ax.set_yscale("log")
+        _log_axis(ax.yaxis)
         _sparsity_axis(ax, [float(r["sparsity"]) for r in rs] or [0])
         ax.set_xlabel("sparsity (%)")
         ax.set_ylabel("p50 latency (µs)")
@@ -181,6 +192,7 @@ def size_vs_sparsity(artifacts, path: Path, framework: str | None = None) -> Pat
             if gz:
                 ax.plot(*zip(*gz), "x--", color=_color(method), ms=5, label=f"{method} gzip")
         ax.set_yscale("log")
+        _log_axis(ax.yaxis)
         _sparsity_axis(ax, [float(a["sparsity"]) for a in fa] or [0])
         ax.set_xlabel("sparsity (%)")
         ax.set_ylabel("file size (MB)")
@@ -204,9 +216,10 @@ def pareto(rows, path: Path) -> Path:
     ax.scatter(fx, fy, s=60, facecolors="none", edgecolors="black")
     for i in front:
         r = rows[i]
-        ax.annotate(f'{r["runtime"]}: {r["framework"]} {r["method"]} k{float(r["sparsity"]):g} {r.get("variant") or ""}',
-                    points[i], fontsize=6, xytext=(4, -8), textcoords="offset points")
+        label = f'{r["runtime"]}: {r["framework"]} {r["method"]} k{float(r["sparsity"]):g} {r.get("variant") or ""}'
+        ax.annotate(label, points[i], fontsize=6, xytext=(4, -8), textcoords="offset points")
     ax.set_xscale("log")
+    _log_axis(ax.xaxis)
     ax.set_xlabel("p50 latency (µs, log)")
     ax.set_ylabel("test accuracy (%)")
     ax.set_title(_batch_title(rows, "accuracy vs latency"))

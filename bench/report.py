@@ -22,6 +22,7 @@ Q4_WEIGHT_SHARES = (0.05, 0.10, 0.20)  # "top x% of weights" columns of the Q4 t
 Q4_SV_SHARES = (0.10, 0.25)  # "top r% of singular values" columns
 NEAR_ZERO = 0.10  # |w| below this fraction of the layer's largest |w| counts as "near zero"
 ENERGY_RANK = 0.90  # energy share used for the effective rank r90
+HEAVY_TAILS = 1.0  # excess kurtosis above this is clearly heavier-tailed than Gaussian init noise
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -313,7 +314,8 @@ def q3_findings(fw: str, gaps, d: Derived, cfg) -> list[str]:
         widths = st[cliff.sparsity]["widths"]
         pairs = [f"layer {i}: {w} units kept vs r90 = {s['r90']}" for i, (w, s) in enumerate(zip(widths, stats))]
         below = sum(w < s["r90"] for w, s in zip(widths, stats))
-        out.append(f"- Unit pruning first loses more than {analysis.CLIFF_POINTS:g} points at {level(cliff.sparsity)}; "
+        out.append(f"- Unit pruning first loses more than {analysis.CLIFF_POINTS:g} points at "
+                   f"{level(cliff.sparsity)}; "
                    f"there {below} of {len(stats)} layers keep fewer units than the number of singular values "
                    f"holding {ENERGY_RANK:.0%} of their energy (" + "; ".join(pairs) + ").")
     return out + [""]
@@ -345,12 +347,14 @@ def q4_findings(fw: str, stats, d: Derived, inp: Inputs, tolerance: float) -> li
     out = []
     kurt = [s["kurtosis"] for s in stats]
     near = [s["near_zero"] for s in stats]
-    heavy = min(kurt) > 0
+    heavy = min(kurt) > HEAVY_TAILS
     out.append(f"- Weight distribution: excess kurtosis {span(kurt, '{:.1f}')} across {fw}'s {len(stats)} pruned "
                f"layers (0 for a Gaussian), and {span(near, None)} of the weights are below "
                f"{NEAR_ZERO:g}× their layer's largest magnitude. " + (
-                   "The distribution is a sharp peak at zero with heavy tails: most weights are tiny, a few are large."
-                   if heavy else "At least one layer is not heavier-tailed than a Gaussian."))
+                   "The distribution is a sharp peak at zero with heavy tails: most weights are tiny, "
+                   "a few are large."
+                   if heavy else f"At least one layer is close to Gaussian (excess kurtosis ≤ {HEAVY_TAILS:g}): "
+                                 "its small weights are not much more numerous than in a random matrix."))
     top10, gauss = [s["top_w"][0.10] for s in stats], analysis.gaussian_top_energy(0.10)
     text = (f"- The largest 10% of weights hold {span(top10, None)} of each layer's energy (Gaussian weights: "
             f"{share(gauss)}), so 90% weight pruning deletes {span([1 - t for t in top10], None)} of it")
@@ -364,7 +368,8 @@ def q4_findings(fw: str, stats, d: Derived, inp: Inputs, tolerance: float) -> li
     out.append(text + ".")
     sv10 = [s["top_sv"][0.10] for s in stats]
     r90 = [s["r90"] / s["sv"].size for s in stats]
-    text = (f"- Singular values: the top 10% hold {span(sv10, None)} of the energy and {ENERGY_RANK:.0%} of it needs "
+    text = (f"- Singular values: the top 10% hold {span(sv10, None)} of the energy and "
+            f"{ENERGY_RANK:.0%} of it needs "
             f"{span(r90, None)} of them (r90). ")
     text += ("Each layer's map lives mostly in a subspace narrower than the layer, the slack unit pruning "
              "can remove until the kept width falls below r90." if max(r90) < 0.75 else
@@ -447,8 +452,8 @@ def recommendations(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
     lines += recommendation_table(d.sel, cfg.tolerance)
     dense = analysis.dense_accuracy_by_framework(d.sel)
     lines += ["Dense reference accuracy: " + ", ".join(f"{fw} {pct(a)}" for fw, a in sorted(dense.items()))
-              + f"; each artifact is compared with its own framework's dense model. Latency is p50 at {cfg.where}, "
-                "on the host.", ""]
+              + "; each artifact is compared with its own framework's dense model. "
+              + f"Latency is p50 at {cfg.where}, on the host.", ""]
     return lines
 
 
@@ -483,7 +488,8 @@ def targets(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
             "; ".join(crossover_text(fw, c) for fw, c in sorted(cross.items()))
             if cross else "no scipy-csr / numpy rows at this batch size."))
         lines.append("")
-    small = analysis.smallest_at([r for r in inp.results if r.get("status") == "ok"], method="weight", sparsity=90.0)
+    ok = [r for r in inp.results if r.get("status") == "ok"]
+    small = analysis.smallest_at(ok, method="weight", sparsity=90.0)
     if small:
         a, dense = small
         lines.append(f"**Smallest weight-pruned artifact at 90%:** {artifact_name(a)}, {size(a['gzip_bytes'])} "
@@ -520,7 +526,8 @@ def no_speedup(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
         unit_variant = variant if any(r.get("variant") == variant for r in same) else "fp32"
         unit = analysis.best_speedup([r for r in same if r.get("variant") == unit_variant],
                                      runtime=runtime, method="unit")
-        text = f"- **{runtime}** ({fmt}{' ' + variant if variant else ''}): best {times(best)}. {why_flat(inp, runtime, fmt, variant)}"
+        text = (f"- **{runtime}** ({fmt}{' ' + variant if variant else ''}): best {times(best)}. "
+                + why_flat(inp, runtime, fmt, variant))
         if unit is not None:
             text += f" Unit pruning, which shrinks the matrices, reaches {times(unit)} in the same runtime."
         lines.append(text)
