@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -84,6 +85,10 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", default="1,64", help="comma list of batch sizes (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
                    help="few repetitions and only levels 0 and 90 (unless --levels): a smoke test")
+    p.add_argument("--min-seconds", type=float, default=None,
+                   help="time each measurement at least this long (default 0.12; --quick 0.01)")
+    p.add_argument("--max-seconds", type=float, default=None,
+                   help="stop timing after this long once enough reps are in (default 0.4; --quick 0.05)")
     p.add_argument("--strict", action="store_true", help="stop at the first failed measurement")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per child process (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -97,6 +102,12 @@ def config_from_args(args) -> "SweepConfig":
     from bench.sweep import SweepConfig
     if args.timeout <= 0:
         raise fail("--timeout", f"must be > 0, got {args.timeout}")
+    timing = QUICK if args.quick else LatencyConfig()
+    lo = timing.min_seconds if args.min_seconds is None else args.min_seconds
+    hi = max(timing.max_seconds, lo) if args.max_seconds is None else args.max_seconds
+    if not 0 <= lo <= hi:
+        raise fail("--min-seconds", f"need 0 <= --min-seconds ({lo}) <= --max-seconds ({hi})")
+    timing = replace(timing, min_seconds=lo, max_seconds=hi)
     return SweepConfig(
         root=args.root, out=args.out, data_dir=args.data_dir,
         runtimes=_names("--runtime", args.runtime, RUNTIMES) or tuple(RUNTIMES),
@@ -104,7 +115,7 @@ def config_from_args(args) -> "SweepConfig":
         levels=_levels(args.levels),
         threads=_ints("--threads", args.threads, {"all": usable_cores()}),
         batches=_ints("--batch", args.batch),
-        latency=QUICK if args.quick else LatencyConfig(),
+        latency=timing,
         quick=args.quick, strict=args.strict, timeout_s=args.timeout)
 
 

@@ -194,7 +194,8 @@ class Results:
                 failures.append(f"{rt} on {r['key']}: {r['stage']}: {r['reason']}")
         if problem:
             for item in job["items"]:
-                self.job_problems[(item["key"], rt) + tuple(job["threads"])] = problem
+                for t in job["threads"]:
+                    self.job_problems[(item["key"], rt, t)] = problem
             failures.append(f"{rt}: {problem}")
         return failures
 

@@ -235,12 +235,15 @@ def test_a_failing_runtime_becomes_failed_rows_not_a_crash(tmp_path, monkeypatch
 
 def test_a_child_that_dies_gives_failed_rows_with_its_exit_reason():
     art = _art("weight", 0)
-    cfg = sweep.SweepConfig(threads=(1,), batches=(1,), runtimes=("numpy",))
+    cfg = sweep.SweepConfig(threads=(1, 2), batches=(1,), runtimes=("numpy",))
     (job,) = sweep.plan([art], cfg)
     results = sweep.Results()
-    results.add(job, [], "child exited with code -9")
-    (row,) = sweep.build_rows([art], cfg, results)
-    assert row["status"] == "failed" and row["reason"] == "child exited with code -9"
+    results.add(job, [{"kind": "latency", "key": art.rel, "threads": 1, "batch": 1, "p50_us": 3.0,
+                       "p90_us": 4.0, "p99_us": 5.0, "mean_us": 3.5, "reps": 9}],
+                "child exited with code -9")
+    first, second = sweep.build_rows([art], cfg, results)
+    assert first["status"] == "ok" and first["p50_us"] == 3.0  # measured before the crash: kept
+    assert second["status"] == "failed" and second["reason"] == "child exited with code -9"
 
 
 # ------------------------------------------------------------------ a tiny real sweep
@@ -369,3 +372,14 @@ def test_cli_dispatch(capsys):
     with pytest.raises(SystemExit) as e:
         main(["run", "--help"])
     assert e.value.code == 0
+
+
+def test_synthetic_tree_is_discovered_with_physical_forms(tmp_path):
+    from bench import synthetic
+    synthetic.write_tree(tmp_path, levels=(0, 90), formats=(), widths=SMALL_WIDTHS)
+    arts = {a.rel: a for a in sweep.discover(tmp_path)}
+    assert set(arts) == {f"random/{m}/k{k}/model.npz" for m in ("weight", "unit") for k in ("00", "90")}
+    from pipeline.model import load
+    assert load(tmp_path / "random/weight/k90/model.npz").layers[0].is_sparse
+    assert load(tmp_path / "random/unit/k90/model.npz").widths[1] < SMALL_WIDTHS[1]
+    assert not load(tmp_path / "random/weight/k00/model.npz").layers[0].is_sparse
