@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from export import onnx_format, tflite_format
+from export import onnx_format, onnx_quant, tflite_block, tflite_format
 from pipeline.errors import fail
 from pipeline.model import Model
 
@@ -40,9 +40,10 @@ class ExportFormat:
     kinds: frozenset | None = ALL_KINDS  # physical kinds ("dense", "shrunk", "csr") it applies to
     delegates: tuple = (None,)  # tried in order by verify; the first that passes ships
     notes: str = ""
+    when: Callable[[Model], bool] | None = None  # extra applicability test (e.g. block structure)
 
     def applies_to(self, model: Model) -> bool:
-        return self.kinds is None or physical_kind(model) in self.kinds
+        return (self.kinds is None or physical_kind(model) in self.kinds) and (self.when is None or self.when(model))
 
 
 _tfl = dict(format="tflite", runtime="litert", delegates=("xnnpack", "none"))
@@ -65,6 +66,16 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat(name="tflite-int8-full", suffix="model.int8.tflite", variant="int8-full",
                  precision="reduced", export=partial(tflite_format.export, recipe="int8-full"), **_tfl,
                  notes="int8 input and output; the runner quantizes x and dequantizes the logits"),
+    ExportFormat(name="onnx-int8", suffix="model.int8-dynamic.onnx", format="onnx", variant="int8-dynamic",
+                 runtime="onnxruntime", precision="reduced", export=onnx_quant.export,
+                 notes="onnxruntime quantize_dynamic, QInt8 weights"),
+    ExportFormat(name="tflite-block", suffix="model.block.tflite", variant="block-sparse", precision="fp32",
+                 export=tflite_block.export_block_fp32, kinds=CSR, when=partial(tflite_block.is_block_structured, size=4),
+                 **_tfl, notes="1x4 block-sparse weights run by LiteRT's sparse FC kernel (no DENSIFY)"),
+    ExportFormat(name="tflite-block-int8", suffix="model.block.int8-dynamic.tflite", variant="block-sparse-int8-dynamic",
+                 precision="reduced", export=tflite_block.export_block_int8, kinds=CSR,
+                 when=partial(tflite_block.is_block_structured, size=16), **_tfl,
+                 notes="1x16 block-sparse int8 weights (hybrid sparse kernel); ops marked so XNNPACK declines them"),
 )}
 
 # The k-dir's own description: listed in the manifest and checked through the same path.

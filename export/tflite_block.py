@@ -286,3 +286,28 @@ def export_mixed(model: Model, out_path: Path, options=None) -> Path:
     if check["status"] != "passed":
         raise fail(out_path, f"mixed file fails verification under {delegate}: {check['reason']}")
     return write_bytes(out_path, buf)
+
+
+# ---------------------------------------------------------------- rows of export.formats.FORMATS
+
+def is_block_structured(model: Model, size: int) -> bool:
+    """True when every pruned hidden layer is 1x`size`-block sparse (method block/block16 or any
+    model whose zero pattern happens to be), i.e. the converter keeps it sparse without DENSIFY."""
+    for layer in model.layers[:-1]:
+        w = layer.dense_weight()
+        pad = (-w.shape[0]) % size
+        nz = np.pad(w != 0, ((0, pad), (0, 0))).reshape(-1, size, w.shape[1])
+        present = np.pad(np.ones(w.shape, bool), ((0, pad), (0, 0))).reshape(-1, size, w.shape[1])
+        if not np.array_equal(nz.any(1), (nz | ~present).all(1)):
+            return False
+    return any(layer.nnz < np.prod(layer.shape) for layer in model.layers)
+
+
+def export_block_fp32(model: Model, out_path: Path, options=None) -> Path:
+    """Table adapter: float32 1x4 block-sparse file (the table's ExportOptions are not needed)."""
+    return export(model, out_path, SparseTfliteOptions(quantize="none"))
+
+
+def export_block_int8(model: Model, out_path: Path, options=None) -> Path:
+    """Table adapter: int8 (dynamic range) 1x16 block-sparse file, safe under XNNPACK."""
+    return export(model, out_path, SparseTfliteOptions(quantize="dynamic"))

@@ -77,3 +77,27 @@ def test_mixed_fp32_only_is_exact():
     for delegate in tb.DELEGATES:
         np.testing.assert_allclose(tb.run(buf, x, delegate=delegate), p.forward(x), rtol=0, atol=1e-4)
     assert tb.describe(buf)["fc_sparse"] == [True, False, False]
+
+
+def test_table_rows_apply_by_block_structure(tmp_path):
+    from export.formats import FORMATS
+    from pipeline.sparse import to_csr
+    block4 = to_csr(prune(random_model(WIDTHS, seed=6), "block", 90))
+    block16 = to_csr(prune(random_model(WIDTHS, seed=6), "block16", 90))
+    weight = to_csr(prune(random_model(WIDTHS, seed=6), "weight", 90))
+    assert FORMATS["tflite-block"].applies_to(block4) and FORMATS["tflite-block"].applies_to(block16)
+    assert not FORMATS["tflite-block-int8"].applies_to(block4) and FORMATS["tflite-block-int8"].applies_to(block16)
+    assert not FORMATS["tflite-block"].applies_to(weight)
+    path = FORMATS["tflite-block-int8"].export(block16, tmp_path / "b.tflite", None)
+    assert tb.describe(path.read_bytes())["runs_sparse"]
+
+
+def test_onnx_int8_row(tmp_path):
+    from export.formats import FORMATS, ExportOptions
+    from export.runners import run_onnx
+    m = random_model(WIDTHS, seed=7)
+    path = FORMATS["onnx-int8"].export(m, tmp_path / "m.int8.onnx", ExportOptions())
+    x = real_test_slice(128)
+    y, ref = run_onnx(path, x), m.forward(x)
+    assert np.linalg.norm(y - ref) / np.linalg.norm(ref) < 0.05
+    assert path.stat().st_size < 0.4 * len(__import__("export.onnx_format", fromlist=["build"]).build(m).SerializeToString())
