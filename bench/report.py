@@ -283,12 +283,13 @@ def q3(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
         lines += q3_findings(fw, gaps, d, cfg)
     lines += [
         "Why: weight pruning removes the smallest individual weights wherever they are, so every layer",
-        "keeps its full width and every unit keeps its strongest connections; the network's",
+        "keeps its full width and the largest weights of each layer survive; the network's",
         "representational width is intact and only low-magnitude detail is lost. Unit pruning removes",
-        "whole neurons: a layer of width n becomes one of width (1−k)·n, which removes a row of the next",
-        "matrix as well as a column of this one (so it deletes more weights than k% — see the table) and",
-        "caps the rank of every layer's map at the number of units kept. Once fewer units remain than the",
-        "directions a layer actually uses (its effective rank below), accuracy has to fall.", ""]
+        "whole neurons: a layer of width n becomes one of width (1−k)·n. Each removed unit takes a column",
+        "of its own matrix and a row of the next, so between two pruned layers the share of weights removed",
+        "grows like 1−(1−k)² (compare the two \"weights removed\" columns), and the rank of every layer's",
+        "map is capped by the units kept. Once fewer units remain than the directions a layer actually uses",
+        "(its effective rank r90, Q4), the network loses representational capacity and accuracy drops fast.", ""]
     return lines
 
 
