@@ -35,6 +35,7 @@ BUNDLE_ROOT = Path("artifacts/bundle")
 SCHEMA = "prunedge-bundle/1"
 TAR_MTIME = 946684800  # 2000-01-01: fixed so the archive's bytes depend only on its contents
 SELFTEST_N = 16
+DENSE_DIRS = ("dense", "weight", "unit")  # where an export tree keeps the torch k00 (dense) model
 ACCURACY_TOLERANCE_POINTS = 1.0  # default choice: fastest artifact within 1 point of dense accuracy
 
 
@@ -60,13 +61,22 @@ INPUT_SCALING = "float32 pixels = uint8 / 255, in [0, 1]; 28x28 image flattened 
 
 # ---------------------------------------------------------------- choosing the model file
 
+def _export_names() -> dict[tuple[str, str], str]:
+    """(format, variant) -> file name in a k-dir, from the export table (export/formats.py)."""
+    from export.formats import FORMATS as EXPORTS
+    return {(f.format, f.variant): f.suffix for f in EXPORTS.values()}
+
+
 def model_file_name(fmt: str, variant: str) -> str:
-    """Export layout: model.<ext> for fp32, model.<variant>.<ext> otherwise."""
+    """The export table's name; else the layout's rule: model.<ext> for fp32, model.<variant>.<ext>."""
     suffix = FORMATS[fmt].suffix
-    return f"model{suffix}" if variant == "fp32" else f"model.{variant}{suffix}"
+    return _export_names().get((fmt, variant)) or (f"model{suffix}" if variant == "fp32" else f"model.{variant}{suffix}")
 
 
 def variant_of(path: Path, fmt: str) -> str:
+    for (f, variant), name in _export_names().items():
+        if f == fmt and name == path.name:
+            return variant
     parts = path.name[: -len(FORMATS[fmt].suffix)].split(".", 1)
     return parts[1] if len(parts) == 2 else "fp32"
 
@@ -128,10 +138,12 @@ def choose_default(fmt: str, *, export_root: Path = EXPORT_ROOT, bench_root: Pat
         if ok:
             best = min(ok, key=lambda r: (_num(r["p50_us"]), r["artifact"]))
             return Path(export_root) / best["artifact"], best["runtime"]
-    fallback = Path(export_root) / "torch" / "dense" / "k00" / model_file_name(fmt, "fp32")
-    if not fallback.is_file():
-        raise fail(fallback, "no model given and no default artifact found (run `make export` first or pass --model)")
-    return fallback, None
+    for method in DENSE_DIRS:  # k00 of any method is the unpruned network
+        fallback = Path(export_root) / "torch" / method / "k00" / model_file_name(fmt, "fp32")
+        if fallback.is_file():
+            return fallback, None
+    raise fail(Path(export_root) / "torch" / "*" / "k00", f"no model given and no default {fmt} artifact found "
+               "(run `make export` first or pass --model)")
 
 
 # ---------------------------------------------------------------- what is known about the file
@@ -150,6 +162,19 @@ def export_entry(model_path: Path, export_root: Path) -> tuple[str, dict]:
     except (OSError, ValueError, AttributeError) as e:
         raise fail(manifest, f"unreadable export manifest ({e})") from None
     return rel, next((e for e in files if isinstance(e, dict) and e.get("path") == rel), {})
+
+
+def check_entry(model_path: Path, entry: dict) -> None:
+    """Refuse a file the export stage marked as failed, or one changed since it was recorded."""
+    if not entry:
+        return
+    verify = entry.get("verify") or {}
+    if verify.get("status") == "failed":
+        raise fail(model_path, f"failed verification at export ({verify.get('reason') or 'no reason recorded'}); "
+                               "not bundling it")
+    if entry.get("sha256") and entry["sha256"] != sha256_file(model_path):
+        raise fail(model_path, "sha256 differs from artifacts/export/manifest.json (changed since export); "
+                               "re-run the export")
 
 
 def provenance(model_path: Path) -> tuple[dict, object]:
@@ -182,7 +207,7 @@ def _test_images(n: int):
         return np.random.default_rng(0).integers(0, 256, (n, 28, 28), dtype=np.uint8), None
 
 
-def host_measurements(runner, pred, variant: str, reference, entry: dict) -> dict:
+def host_measurements(runner, pred, reference, entry: dict) -> dict:
     """Accuracy and verification from the export manifest, or measured here when it has none."""
     x_u8, y = _test_images(10000)
     x = x_u8.reshape(len(x_u8), -1).astype(np.float32) / np.float32(255)
@@ -226,12 +251,16 @@ def latency_rows(bench_rows: list[dict], artifact: str) -> list[dict]:
             if r.get("artifact") == artifact and r.get("source", "host") == "host"]
 
 
-def _machine(bench_root: Path) -> dict | None:
+def _machine(bench_root: Path) -> dict:
+    """The bench run's machine record, else a short description of this one."""
     path = Path(bench_root) / "results.json"
     try:
-        return json.loads(path.read_text(encoding="utf-8")).get("machine")
-    except (OSError, ValueError, AttributeError):
-        return None
+        return json.loads(path.read_text(encoding="utf-8"))["machine"]
+    except (OSError, ValueError, KeyError, TypeError):
+        import os
+        import platform
+        return {"machine": platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
+                "platform": platform.platform()}
 
 
 # ---------------------------------------------------------------- writing
@@ -260,6 +289,10 @@ def _readme(manifest: dict) -> str:
         classes=", ".join(f"{i} {c}" for i, c in enumerate(manifest["output"]["classes"])))
 
 
+def _mode(path: Path) -> int:
+    return 0o755 if path.is_dir() or path.suffix == ".py" else 0o644
+
+
 def write_tar_gz(src_dir: Path, out: Path, arcroot: str) -> Path:
     """Deterministic archive: sorted names, fixed mtime, uid/gid 0, fixed modes, gzip mtime 0."""
     buf = io.BytesIO()
@@ -276,7 +309,7 @@ def write_tar_gz(src_dir: Path, out: Path, arcroot: str) -> Path:
                 tar.addfile(info, io.BytesIO(data))
         add(arcroot, None, 0o755)
         for path in sorted(src_dir.iterdir(), key=lambda p: p.name):
-            add(f"{arcroot}/{path.name}", path.read_bytes(), 0o755 if path.suffix == ".py" else 0o644)
+            add(f"{arcroot}/{path.name}", path.read_bytes(), _mode(path))
     with atomic_path(out) as tmp:
         tmp.write_bytes(buf.getvalue())
     return out
@@ -296,8 +329,9 @@ def make_bundle(model_dir_or_file, *, fmt: str = "onnx", variant: str | None = N
     if model_dir_or_file is None:
         model_dir_or_file, bench_runtime = choose_default(fmt, export_root=export_root, bench_root=bench_root)
     model_path = resolve_model_file(Path(model_dir_or_file), fmt, variant)
-    variant = variant or variant_of(model_path, fmt)
     artifact, entry = export_entry(model_path, export_root)
+    check_entry(model_path, entry)
+    variant = variant or entry.get("variant") or variant_of(model_path, fmt)
     if delegate is None:
         delegate = entry.get("delegate") if "delegate" in entry else BENCH_RUNTIME_DELEGATE.get(
             bench_runtime, FORMATS[fmt].default_delegate)
@@ -312,7 +346,7 @@ def make_bundle(model_dir_or_file, *, fmt: str = "onnx", variant: str | None = N
     try:
         runner = pred.RUNNERS[fmt](model_path, None, delegate)
         io_spec = runner.io_spec()
-        measured = host_measurements(runner, pred, variant, reference, entry)
+        measured = host_measurements(runner, pred, reference, entry)
         selftest_x, selftest = selftest_data(runner, pred, variant)
     except pred.BundleError as e:
         raise fail(model_path, str(e)) from None
@@ -351,6 +385,8 @@ def make_bundle(model_dir_or_file, *, fmt: str = "onnx", variant: str | None = N
         manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                              for p in sorted(staging.iterdir())}
         write_json(staging / "manifest.json", manifest)
+        for p in [staging, *staging.iterdir()]:  # temp files are private; a bundle is for sharing
+            p.chmod(_mode(p))
         bundle_dir = out_root / name
         if bundle_dir.exists():
             shutil.rmtree(bundle_dir)
@@ -359,7 +395,9 @@ def make_bundle(model_dir_or_file, *, fmt: str = "onnx", variant: str | None = N
         if staging.exists():
             shutil.rmtree(staging)
     tar = write_tar_gz(bundle_dir, out_root / f"{name}.tar.gz", name)
-    write_text(out_root / f"{name}.tar.gz.sha256", f"{sha256_bytes(tar.read_bytes())}  {tar.name}\n")
+    digest = write_text(out_root / f"{name}.tar.gz.sha256", f"{sha256_bytes(tar.read_bytes())}  {tar.name}\n")
+    for p in (tar, digest):
+        p.chmod(0o644)
     return bundle_dir
 
 

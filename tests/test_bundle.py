@@ -309,7 +309,7 @@ def test_default_choice_is_fastest_within_one_point(tmp_path):
     ])
     path, runtime = B.choose_default("onnx", export_root=exp, bench_root=tmp_path / "bench")
     assert path == exp / "torch" / "unit" / "k90" / "model.onnx" and runtime == "onnxruntime"
-    with pytest.raises(B.PrunedgeError, match="no default artifact"):
+    with pytest.raises(B.PrunedgeError, match="no default tflite artifact"):
         B.choose_default("tflite", export_root=exp, bench_root=tmp_path / "bench")
 
 
