@@ -141,6 +141,48 @@ def test_onnx_of_a_torch_trained_mlp(tmp_path, digits):
     assert_same_pruning(model, ref, x)
 
 
+def test_onnx_sparse_constant_weights(tmp_path, digits):
+    """Weight-pruned layers stored as Constant(sparse_value) come back as the same dense weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    x = digits[0][:200]
+    ref = weight_prune(m.random_model([64, 32, 10], seed=5, activations=["sigmoid", "identity"]), 90)
+    w0 = ref.layers[0].weight
+    flat = np.flatnonzero(w0.T)  # Gemm transB=1 stores [out, in]
+    sparse = helper.make_sparse_tensor(numpy_helper.from_array(w0.T.ravel()[flat], "W0"),
+                                       numpy_helper.from_array(flat.astype(np.int64), "W0_idx"), list(w0.T.shape))
+    nodes = [helper.make_node("Constant", [], ["W0"], sparse_value=sparse),
+             helper.make_node("Gemm", ["x", "W0", "B0"], ["z0"], transB=1),
+             helper.make_node("Sigmoid", ["z0"], ["h0"]),
+             helper.make_node("Gemm", ["h0", "W1", "B1"], ["y"])]
+    inits = [numpy_helper.from_array(ref.layers[0].bias, "B0"), numpy_helper.from_array(ref.layers[1].weight, "W1"),
+             numpy_helper.from_array(ref.layers[1].bias, "B1")]
+    graph = helper.make_graph(nodes, "sparse", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "s.onnx")
+    model = import_model(tmp_path / "s.onnx")
+    np.testing.assert_array_equal(model.layers[0].weight, w0)
+    np.testing.assert_allclose(model.forward(x), run_onnx(tmp_path / "s.onnx", x), atol=TOL, rtol=0)
+
+
+def test_onnx_from_the_torch_exporter(tmp_path, digits, torch_tanh):
+    """A file from a real third-party producer (torch.onnx, TorchScript-based): Flatten + Gemm."""
+    import warnings
+
+    import torch
+    x = digits[0][:200]
+    net = torch.nn.Sequential(torch.nn.Flatten(), *torch_tanh, torch.nn.LogSoftmax(dim=1)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(2, 1, 8, 8),), str(tmp_path / "t.onnx"), dynamo=False,
+                          input_names=["x"], dynamic_axes={"x": {0: "n"}})
+    model = import_model(tmp_path / "t.onnx", arch="64-48-24-10:tanh")
+    assert model.meta["output_transform"] == "log_softmax"
+    np.testing.assert_allclose(apply_output_transform(model.meta, model.forward(x)),
+                               torch_out(net, x.reshape(-1, 1, 8, 8)), atol=TOL, rtol=0)
+    assert_same_pruning(model, description_of_linears(torch_tanh, "tanh"), x)
+
+
 # ---------------------------------------------------------------- PyTorch
 
 def torch_sequential(widths, act):
@@ -219,6 +261,8 @@ def test_torch_state_dict_rejections(tmp_path, torch_tanh):
         import_model(path, arch="64x48")
     with pytest.raises(PrunedgeError, match="unknown activation 'gelu'"):
         import_model(path, arch="64-48-24-10:gelu")
+    torch.save(torch_tanh, tmp_path / "whole.pt")  # a pickled nn.Module: never unpickled
+    fails(tmp_path / "whole.pt", "pickled Python objects .* save model.state_dict", arch="64-48-24-10:tanh")
     bn = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.BatchNorm1d(3), torch.nn.Linear(3, 2))
     torch.save(bn.state_dict(), tmp_path / "bn.pt")
     fails(tmp_path / "bn.pt", r"unsupported tensors .*'1.running_mean' \[3\] \(entry 4\)", arch="4-3-2")
@@ -363,6 +407,14 @@ def run_tflite(path, x):
     return interp.get_tensor(out["index"])
 
 
+def test_tflite_refuses_quantized_weights(tmp_path, keras_mixed):
+    import tensorflow as tf
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_mixed)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # int8 dynamic-range weights
+    (tmp_path / "q.tflite").write_bytes(converter.convert())
+    fails(tmp_path / "q.tflite", r"FULLY_CONNECTED \(op \d+\): expected float weights, got int8")
+
+
 @pytest.mark.parametrize("fp16", [False, True])
 def test_tflite_round_trip(tmp_path, digits, keras_mixed, fp16):
     import tensorflow as tf
@@ -385,6 +437,39 @@ def test_tflite_round_trip(tmp_path, digits, keras_mixed, fp16):
             np.testing.assert_array_equal(a.weight, b.weight.astype(np.float16).astype(np.float32))
     else:
         assert_same_pruning(model, ref, x)
+
+
+def _tflite_fuse_tanh(raw: bytes, fused_code: int) -> bytes:
+    """Fold the converter's separate TANH op into the preceding FULLY_CONNECTED (fused form)."""
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils as fb
+    model = fb.convert_bytearray_to_object(bytearray(raw))
+    ops = model.subgraphs[0].operators
+    code = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    kind = [code[max(model.operatorCodes[o.opcodeIndex].builtinCode,
+                     model.operatorCodes[o.opcodeIndex].deprecatedBuiltinCode)] for o in ops]
+    i = next(i for i in range(len(ops) - 1) if kind[i] == "FULLY_CONNECTED" and kind[i + 1] == "TANH")
+    ops[i].builtinOptions.fusedActivationFunction = fused_code
+    ops[i].outputs = ops[i + 1].outputs
+    del ops[i + 1]
+    return bytes(fb.convert_object_to_bytearray(model))
+
+
+def test_tflite_fused_activations(tmp_path, digits, keras_mixed):
+    import tensorflow as tf
+    from ai_edge_litert.schema_py_generated import ActivationFunctionType as A
+    x = digits[0][:300]
+    raw = tf.lite.TFLiteConverter.from_keras_model(keras_mixed).convert()
+    path = tmp_path / "fused.tflite"
+    (tmp_path / "separate.tflite").write_bytes(raw)
+    separate = import_model(tmp_path / "separate.tflite")
+    # LiteRT's kernel cannot run FC+fused TANH, but the schema defines it: same model either way.
+    path.write_bytes(_tflite_fuse_tanh(raw, A.TANH))
+    fused = import_model(path)
+    assert [l.activation for l in fused.layers] == KERAS_MIXED_ACTS
+    np.testing.assert_array_equal(fused.forward(x), separate.forward(x))
+    path.write_bytes(_tflite_fuse_tanh(raw, A.RELU6))
+    fails(path, r"FULLY_CONNECTED \(op \d+\): fused activation RELU6 is not supported")
 
 
 def test_saved_model_directory(tmp_path, digits, keras_mixed):

@@ -109,12 +109,12 @@ def load(path: Path, arch=None):
     model = _read(path)
     graph = model.graph
     consts = {t.name: t for t in graph.initializer}
+    values: dict[str, np.ndarray] = {t.values.name: _dense_from_sparse(t, path) for t in graph.sparse_initializer}
     unsupported = [_where(i, n) for i, n in enumerate(graph.node)
                    if n.domain not in ("", "ai.onnx")
                    or n.op_type not in HANDLERS and n.op_type not in SHAPE_OPS | {"Constant"}]
     if unsupported:
         raise fail(path, f"unsupported ops: {', '.join(unsupported)}")
-    values: dict[str, np.ndarray] = {}
     for node in graph.node:
         if node.op_type == "Constant":
             values[node.output[0]] = _constant_value(node, path)
@@ -130,7 +130,7 @@ def load(path: Path, arch=None):
                                   "(weights must be stored in the file)")
         return None
 
-    inputs = [i for i in graph.input if i.name not in consts]
+    inputs = [i for i in graph.input if i.name not in consts and i.name not in values]
     if len(inputs) != 1 or len(graph.output) != 1:
         raise fail(path, f"expected one input and one output, got {len(inputs)} and {len(graph.output)}")
     chain = Chain(str(path))
@@ -174,12 +174,29 @@ def _constant_value(node, path) -> np.ndarray:
     attrs = {a.name: a for a in node.attribute}
     if "value" in attrs:
         return numpy_helper.to_array(attrs["value"].t)
+    if "sparse_value" in attrs:
+        return _dense_from_sparse(attrs["sparse_value"].sparse_tensor, path)
     for key, dtype in (("value_float", np.float32), ("value_floats", np.float32),
                        ("value_int", np.int64), ("value_ints", np.int64)):
         if key in attrs:
             import onnx
             return np.asarray(onnx.helper.get_attribute_value(attrs[key]), dtype)
     raise fail(path, f"Constant node {node.name!r} has no supported value attribute")
+
+
+def _dense_from_sparse(sparse, path) -> np.ndarray:
+    """A SparseTensorProto (linear [nnz] or coordinate [nnz, rank] indices) as a dense array."""
+    from onnx import numpy_helper
+    values, indices = numpy_helper.to_array(sparse.values), numpy_helper.to_array(sparse.indices)
+    dense = np.zeros([int(d) for d in sparse.dims], values.dtype)
+    try:
+        if indices.ndim == 1:
+            dense.reshape(-1)[indices] = values
+        else:
+            dense[tuple(indices.T)] = values
+    except (IndexError, ValueError) as e:
+        raise fail(path, f"sparse tensor {sparse.values.name!r} has invalid indices ({e})") from None
+    return dense
 
 
 def _check_input_width(graph_input, chain: Chain, path: Path) -> None:

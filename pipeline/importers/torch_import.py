@@ -7,6 +7,7 @@ dropout and control flow on `training` fold away) and its graph walked op by op.
 """
 from __future__ import annotations
 
+import pickle
 import warnings
 from pathlib import Path
 
@@ -28,7 +29,10 @@ def _read_state_dict(path: Path) -> dict:
     import torch
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError, RuntimeError, EOFError, zip errors...
+    except pickle.UnpicklingError:
+        raise fail(path, "holds pickled Python objects (e.g. a whole nn.Module), which we never "
+                         "unpickle: save model.state_dict() or a TorchScript file instead") from None
+    except Exception as e:  # RuntimeError, EOFError, zip errors...
         raise fail(path, f"corrupt or unsupported PyTorch file ({type(e).__name__}: {_first_line(e)})") from None
     for key in WRAPPER_KEYS:
         if isinstance(obj, dict) and set(obj) == {key} and isinstance(obj[key], dict):
