@@ -242,14 +242,20 @@ def _pack(m) -> bytes:
 
 
 def _mark_sparse_versions(m) -> None:
-    """Give every FULLY_CONNECTED with a sparse weight the op version of sparse float FC (8).
-    XNNPACK declines version 8, so those ops run on LiteRT's sparse kernels even under the default
-    delegate. Measured on LiteRT 2.3: without this, XNNPACK takes int8 (hybrid, version 12) sparse
-    weights for dense ones and returns garbage; the builtin hybrid kernel ignores the version."""
+    """Give FULLY_CONNECTED ops the op version of sparse float FC (8), which XNNPACK declines, so
+    they run on LiteRT's own kernels even under the default delegate. Measured on LiteRT 2.3:
+    XNNPACK takes int8 (hybrid, version 12) sparse weights for dense ones and returns garbage;
+    the builtin kernels ignore the version. Sparse weights are always marked; in a file with an
+    int8 sparse weight *every* FC is, because XNNPACK running a lone int8 layer between builtin ones
+    cost ~30 us per call here (more than the whole 95%-sparse network)."""
     import copy
+    from tensorflow.lite.python import schema_py_generated as schema
     tensors = m.subgraphs[0].tensors
-    for op in _fc_ops(m):
-        if tensors[op.inputs[1]].sparsity is not None:
+    ops = _fc_ops(m)
+    int8_sparse = any(tensors[op.inputs[1]].sparsity is not None and tensors[op.inputs[1]].type == schema.TensorType.INT8
+                      for op in ops)
+    for op in ops:
+        if int8_sparse or tensors[op.inputs[1]].sparsity is not None:
             code = copy.copy(m.operatorCodes[op.opcodeIndex])
             code.version = SPARSE_FC_VERSION
             op.opcodeIndex = _opcode(m, code)
