@@ -116,14 +116,17 @@ def _read_idx_dir(directory: Path):
 
 
 def _read_npz(path: Path):
+    if not zipfile.is_zipfile(path):  # np.load would otherwise try to unpickle it
+        raise fail(path, "not an .npz file, or truncated (expected a zip of arrays 'x' and 'y', or an IDX directory)")
     try:
         with np.load(path, allow_pickle=False) as npz:
             keys = list(npz.files)
             if "x" not in keys or "y" not in keys:
                 raise fail(path, f"expected arrays 'x' and 'y', found {keys or 'none'}")
             return npz["x"], npz["y"]
-    except ValueError as e:  # object arrays need pickle; we never unpickle
-        raise fail(path, f"unreadable array ({e})") from None
+    except ValueError:  # object arrays need pickle; we never unpickle
+        raise fail(path, "holds object arrays, which would need unpickling: store plain numeric "
+                         "arrays x and y") from None
     except (OSError, zipfile.BadZipFile, EOFError) as e:
         raise fail(path, f"not a readable .npz file ({type(e).__name__}: {e})") from None
 

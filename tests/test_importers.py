@@ -631,3 +631,17 @@ def test_mixed_activations_of_an_imported_model_survive_every_stage(good_files, 
         np.testing.assert_allclose(to_csr(wmasked).forward(x), wmasked.forward(x), atol=TOL, rtol=0)
     path = m.save(shrink(unit_prune(model, 50)), good_files / "shrunk.npz")  # meta survives save/load
     assert m.load(path).meta["output_transform"] == "softmax"
+
+
+def test_cli_summarises_scores_and_writes(tmp_path, good_files, digits, capsys):
+    from pipeline.importers.__main__ import main
+    np.savez(tmp_path / "d.npz", x=digits[0], y=digits[1])
+    out = tmp_path / "imported.npz"
+    assert main([str(good_files / "m.pt"), "--arch", "64-48-24-10:tanh", "--data", str(tmp_path / "d.npz"),
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "format: torch-state  widths: 64-48-24-10  activations: tanh, tanh, identity" in printed
+    assert "accuracy: " in printed and m.load(out).meta["source_format"] == "torch-state"
+    assert main([str(good_files / "m.pt")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "arch string" in err
