@@ -527,7 +527,7 @@ def test_onnx_structural_rejections(tmp_path):
     skip = _tiny_onnx(tmp_path, [helper.make_node("MatMul", ["x", "W"], ["h"]),
                                  helper.make_node("MatMul", ["h", "W2"], ["h2"]),
                                  helper.make_node("Add", ["h", "h2"], ["y"], name="skip")], w, "skip.onnx")
-    fails(skip, "Add \\(node 2 'skip'\\): .*bias right after|does not continue|not a constant")
+    fails(skip, "Add \\(node 2 'skip'\\): does not continue the single chain")
     leaky = _tiny_onnx(tmp_path, [helper.make_node("MatMul", ["x", "W"], ["h"]),
                                   helper.make_node("LeakyRelu", ["h"], ["y"], alpha=0.3)], w, "leaky.onnx")
     fails(leaky, "LeakyRelu \\(node 1\\): leaky_relu slope 0.3 is not supported")

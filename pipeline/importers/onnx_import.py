@@ -97,7 +97,8 @@ def _read(path: Path):
     try:
         model = onnx.load(str(path))
     except Exception as e:  # protobuf/external-data errors come in many types
-        raise fail(path, f"corrupt or unreadable ONNX file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        first_line = (str(e).splitlines() or [""])[0][:200]
+        raise fail(path, f"corrupt or unreadable ONNX file ({type(e).__name__}: {first_line})") from None
     if not model.graph.node or not model.graph.output:
         raise fail(path, "not an ONNX model (no graph nodes or outputs)")
     return model
@@ -127,7 +128,7 @@ def load(path: Path, arch=None):
             return values[name]
         if required:
             raise fail(path, f"tensor {name!r} is not a constant initializer "
-                                  "(weights must be stored in the file)")
+                             "(weights must be stored in the file)")
         return None
 
     inputs = [i for i in graph.input if i.name not in consts and i.name not in values]
@@ -135,22 +136,24 @@ def load(path: Path, arch=None):
         raise fail(path, f"expected one input and one output, got {len(inputs)} and {len(graph.output)}")
     chain = Chain(str(path))
     current = inputs[0].name
+    on_chain = {current}  # every activation tensor so far: only `current` may be read again
     for i, node in enumerate(graph.node):
         where = _where(i, node)
         if node.op_type == "Constant":
             continue
         if node.op_type in SHAPE_OPS:
-            _check_shape_op(node, current, inputs[0].name, path, where)
+            if on_chain.intersection(node.input) and not (node.op_type == "Shape" and current == inputs[0].name):
+                raise fail(path, f"{where}: {node.op_type} on the layer data is not supported")
             continue
         data_inputs = list(node.input)
         if node.op_type == "Add" and len(data_inputs) == 2 and data_inputs[1] == current:
             data_inputs.reverse()
-        if not data_inputs or data_inputs[0] != current:
+        if not data_inputs or data_inputs[0] != current or on_chain.intersection(data_inputs[1:]):
             raise fail(path, f"{where}: does not continue the single chain from the input "
-                                  "(branches and skip connections are not supported)")
-        node_view = _NodeView(node, data_inputs)
-        HANDLERS[node.op_type](chain, node_view, where, const, _attrs(node))
+                             "(branches and skip connections are not supported)")
+        HANDLERS[node.op_type](chain, _NodeView(node, data_inputs), where, const, _attrs(node))
         current = node.output[0]
+        on_chain.add(current)
     if current != graph.output[0].name:
         raise fail(path, f"graph output {graph.output[0].name!r} is not the end of the layer chain")
     _check_input_width(inputs[0], chain, path)
@@ -161,12 +164,6 @@ class _NodeView:
     """A node with its inputs reordered so the chain's tensor comes first."""
     def __init__(self, node, inputs):
         self.op_type, self.name, self.input, self.output = node.op_type, node.name, inputs, node.output
-
-
-def _check_shape_op(node, current, graph_input, path, where):
-    """Shape helpers may read the *shape* of the raw input, never the values of the chain."""
-    if current in node.input and not (node.op_type == "Shape" and current == graph_input):
-        raise fail(path, f"{where}: {node.op_type} on the layer data is not supported")
 
 
 def _constant_value(node, path) -> np.ndarray:
@@ -208,7 +205,7 @@ def _check_input_width(graph_input, chain: Chain, path: Path) -> None:
     width = int(np.prod(feature_dims))
     if len(feature_dims) > 1 and not chain.flattened:
         raise fail(path, f"input has shape {[d for d in feature_dims]} per example but no "
-                              "Flatten/Reshape before the first layer")
+                         "Flatten/Reshape before the first layer")
     if width != chain.weights[0].shape[0]:
         raise fail(path, f"input has {width} features but the first layer takes "
                               f"{chain.weights[0].shape[0]}")

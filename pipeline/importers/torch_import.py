@@ -182,7 +182,7 @@ def load_torchscript(path: Path, arch=None):
             continue
         if not ins or ins[0].unique() != current.unique():
             raise fail(path, f"{where}: does not continue the single chain from the input "
-                                  "(branches and skip connections are not supported)")
+                             "(branches and skip connections are not supported)")
 
         def args(k, default=None, ins=ins):
             return consts.get(ins[k].unique(), default) if k < len(ins) else default
