@@ -483,13 +483,17 @@ def test_saved_model_directory(tmp_path, digits, keras_mixed):
     assert_same_pruning(model, description_of_dense(keras_mixed, KERAS_MIXED_ACTS), x)
 
 
-def test_tflite_rejects_conv(tmp_path):
+def test_tflite_rejects_conv_and_skip_connections(tmp_path):
     import keras
     import tensorflow as tf
     conv = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(2, 3), keras.layers.Flatten(),
                              keras.layers.Dense(10)])
     (tmp_path / "conv.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(conv).convert())
     fails(tmp_path / "conv.tflite", r"unsupported ops: CONV_2D \(op \d+\)")
+    inp = keras.Input((4,))
+    skip = keras.Model(inp, keras.layers.Dense(3)(keras.layers.Add()([inp, keras.layers.Dense(4)(inp)])))
+    (tmp_path / "skip.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(skip).convert())
+    fails(tmp_path / "skip.tflite", r"ADD \(op \d+\): does not continue the single chain")
 
 
 # ---------------------------------------------------------------- ONNX rejections

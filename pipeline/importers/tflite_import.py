@@ -157,6 +157,7 @@ def parse(raw: bytes, source: str):
         raise fail(source, f"expected one input and one output, got {len(inputs)} and {len(outputs)}")
     chain = Chain(source)
     current = int(inputs[0])
+    on_chain = {current}  # every activation tensor so far: only `current` may be read again
     for i, (op, name) in enumerate(zip(ops, names)):
         where = f"{name} (op {i})"
         op_inputs = [int(x) for x in op.inputs]
@@ -164,17 +165,18 @@ def parse(raw: bytes, source: str):
             _dequantize(graph, op, where)
             continue
         if name in SHAPE_OPS:
-            if current in op_inputs and not (name == "SHAPE" and current == int(inputs[0])):
+            if on_chain.intersection(op_inputs) and not (name == "SHAPE" and current == int(inputs[0])):
                 raise fail(source, f"{where}: {name} on the layer data is not supported")
             continue
         if name == "ADD" and len(op_inputs) == 2 and op_inputs[1] == current:
             op.inputs = [op_inputs[1], op_inputs[0]]
             op_inputs = op_inputs[::-1]
-        if not op_inputs or op_inputs[0] != current:
+        if not op_inputs or op_inputs[0] != current or on_chain.intersection(op_inputs[1:]):
             raise fail(source, f"{where}: does not continue the single chain from the input "
                                "(branches and skip connections are not supported)")
         HANDLERS[name](graph, op, chain, where)
         current = int(op.outputs[0])
+        on_chain.add(current)
     if current != int(outputs[0]):
         raise fail(source, "the model output is not the end of the layer chain")
     _check_input_width(graph, int(inputs[0]), chain)
