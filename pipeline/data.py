@@ -107,7 +107,7 @@ def load_fashion_mnist(directory: str | os.PathLike | None = None, val_size: int
     x_all, y_all = load_idx_pair(d / FILES["train"][0], d / FILES["train"][1])
     x_test, y_test = load_idx_pair(d / FILES["test"][0], d / FILES["test"][1])
     if not 0 < val_size < len(x_all):
-        raise fail("val_size", f"must be in (0, {len(x_all)}), got {val_size}")
+        raise fail(d, f"{len(x_all)} training images are too few for a {val_size}-image validation split")
     order = np.random.default_rng(seed).permutation(len(x_all))
     val, train = order[:val_size], order[val_size:]
     return Dataset(x_all[train], y_all[train], x_all[val], y_all[val], x_test, y_test,
@@ -118,7 +118,11 @@ def files_sha256(directory: Path) -> str:
     h = hashlib.sha256()
     for images, labels in FILES.values():
         for name in (images, labels):
-            h.update((directory / name).read_bytes())
+            path = Path(directory) / name
+            if not path.is_file():  # the stamp key is computed before loading: fail as the loader would
+                raise fail(path, "file not found (install the Debian package dataset-fashion-mnist "
+                                 "or point --data-dir / PRUNEDGE_DATA at the IDX files)")
+            h.update(path.read_bytes())
     return h.hexdigest()
 
 

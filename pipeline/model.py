@@ -117,7 +117,10 @@ class Model:
 
 def check_input(x, input_dim: int, name: str = "input") -> np.ndarray:
     """A 2-D float32 batch with `input_dim` features, or a PrunedgeError."""
-    x = np.asarray(x)
+    try:
+        x = np.asarray(x)
+    except (ValueError, TypeError) as e:  # ragged nested lists and the like
+        raise fail(name, f"not a numeric array ({' '.join(str(e).split())[:200]})") from None
     if x.ndim != 2 or x.shape[1] != input_dim:
         raise fail(name, f"expected shape [batch, {input_dim}], got {list(x.shape)}")
     if x.shape[0] == 0:
