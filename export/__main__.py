@@ -4,7 +4,8 @@ run     train (torch, tf) -> prune at every level (weight, unit) -> export every
         k-dir -> verify each file in its runtime -> artifacts/export/manifest.json -> table.
         k-dirs whose model.npz, formats, options, data and library versions are unchanged are skipped.
         --model PATH [--data PATH] starts from a network you did not train instead.
-verify  re-verify the files listed in the manifest (after editing a tolerance, or a runtime upgrade).
+verify  re-verify the files listed in the manifest (after editing a tolerance, or a runtime upgrade);
+        refuses (one line, nothing rewritten) when a listed file changed since export.
 table   print the table from the manifest.
 bundle  a deploy bundle (export/bundle.py; `python -m export bundle --help`).
 """
@@ -175,8 +176,10 @@ def cmd_verify(args) -> int:
 
     export_root = Path(args.root) / "export"
     manifest = load_manifest(export_root)
-    for problem in check_manifest(export_root):
-        print(f"warning: {problem} (re-verifying the file as it is now)", file=sys.stderr)
+    problems = check_manifest(export_root)
+    if problems:  # re-verifying would record the changed file's hash as if it had been exported
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise PrunedgeError(f"{problems[0]}{more}; files changed since export: re-run `python -m export run`")
     wanted = {f.name for f in select(args.formats)}
     by_kdir: dict[str, set] = {}
     for entry in manifest["files"]:
