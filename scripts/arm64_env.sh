@@ -165,7 +165,7 @@ arm64_venv() {
     mkdir -p "$ROOTFS/opt/prunedge"
     cp "$req" "$ROOTFS/opt/prunedge/requirements-$key.txt"
     in_arm64 python3 -m venv "$venv" >&2 || die "$req: python3 -m venv failed in the arm64 userland"
-    in_arm64 "$venv/bin/pip" install -q --no-compile -r "/opt/prunedge/requirements-$key.txt" >&2 \
+    in_arm64 "$venv/bin/pip" install -q --no-compile --no-cache-dir -r "/opt/prunedge/requirements-$key.txt" >&2 \
       || die "$req: pip install failed in the arm64 userland"
     touch "$ROOTFS$venv/.ready"
   fi
