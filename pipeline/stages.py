@@ -93,8 +93,9 @@ def _csr(model):
     return to_csr(model)
 
 
-# Base method name -> how its pruning is made physical. New methods register here.
-PHYSICAL = {"unit": _shrink, "weight": _csr}
+# Base method name -> how its pruning is made physical (others, e.g. lowrank, stay dense).
+PHYSICAL = {"unit": _shrink, "weight": _csr, "block": _csr, "block16": _csr, "block-l1": _csr,
+            "nm": _csr, "balanced": _csr}
 
 
 def prune_stage(trained_npz: Path, *, framework: str, methods=("weight", "unit"), levels=LEVELS,
