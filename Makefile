@@ -6,9 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA_DIR ?= $(or $(PRUNEDGE_DATA),/usr/share/datasets/fashion-mnist)
 export PRUNEDGE_DATA := $(DATA_DIR)
-# Optional user inputs: MODEL/DATA (import a trained network), FORMAT, SEEDS, DEVICE_RESULTS.
+# Optional user inputs: MODEL/DATA/ARCH (import a trained network; ARCH for .pt state_dicts), FORMAT, SEEDS, DEVICE_RESULTS.
 MODEL ?=
 DATA ?=
+ARCH ?=
 FORMAT ?=
 SEEDS ?=
 DEVICE_RESULTS ?=
@@ -46,7 +47,7 @@ prune: train
 	$(PY) -m pipeline prune $(if $(SEEDS),--seeds $(SEEDS))
 
 export: setup $(if $(MODEL),,data)
-	$(PY) -m export run $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA))
+	$(PY) -m export run $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA)) $(if $(ARCH),--arch '$(ARCH)')
 
 bench: setup
 	$(PY) -m bench run $(if $(MODEL),--model $(MODEL)) $(if $(SEEDS),--seeds $(SEEDS))
