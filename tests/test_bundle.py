@@ -317,3 +317,35 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert B.main(["--model", str(tmp_path / "missing"), "--format", "onnx"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "missing" in err[0]
+
+
+def test_tflite_delegate_none_is_kept(export_tree, tmp_path):
+    """A file verified without XNNPACK is bundled, run and benchmarked without it."""
+    root, _ = export_tree
+    path = B.make_bundle(root / "torch" / "dense" / "k00", fmt="tflite", delegate="none", out_root=tmp_path,
+                         export_root=root, bench_root=tmp_path / "no-bench")
+    assert json.loads((path / "manifest.json").read_text())["model"]["delegate"] == "none"
+    proc = run_script(path, "bench_device.py", "--out", tmp_path / "d.csv", "--warmup", "1", "--reps", "3",
+                      "--threads", "1")
+    assert proc.returncode == 0, proc.stderr
+    with open(tmp_path / "d.csv", newline="") as f:
+        assert [r["runtime"] for r in csv.DictReader(f)] == ["litert-builtin"]
+
+
+@pytest.mark.parametrize("defect,words", [("failed", "failed verification"), ("changed", "changed since export")])
+def test_refuses_failed_or_changed_export(export_tree, tmp_path, defect, words):
+    root, _ = export_tree
+    tree = tmp_path / "export"
+    shutil.copytree(root, tree)
+    entry = {"path": "torch/dense/k00/model.onnx", "variant": "fp32", "delegate": None,
+             "sha256": hashlib.sha256((tree / "torch/dense/k00/model.onnx").read_bytes()).hexdigest(),
+             "verify": {"status": "passed"}}
+    if defect == "failed":
+        entry["verify"] = {"status": "failed", "reason": "max_abs_diff 0.3 > 1e-4"}
+    else:
+        entry["sha256"] = "0" * 64
+    (tree / "manifest.json").write_text(json.dumps({"config": {}, "files": [entry]}))
+    with pytest.raises(B.PrunedgeError, match=words):
+        B.make_bundle(tree / "torch" / "dense" / "k00", fmt="onnx", out_root=tmp_path / "out",
+                      export_root=tree, bench_root=tmp_path / "no-bench")
+    assert not (tmp_path / "out" / "torch-dense-k00-fp32-onnx").exists()
