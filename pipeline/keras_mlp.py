@@ -7,6 +7,7 @@ description. keras/tensorflow are imported inside the functions.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import TYPE_CHECKING
 
@@ -114,13 +115,24 @@ def from_keras(keras_model, meta: dict | None = None) -> Model:
 
 # ---------------------------------------------------------------- training
 
-def seed_everything(seed: int) -> None:
-    """Seed Python, numpy and TF and make TF ops deterministic (process-wide and left on:
-    later TF work in this process is deterministic too, which is what we want)."""
+@contextlib.contextmanager
+def deterministic(seed: int):
+    """Seed Python, numpy and TF and make TF ops deterministic; switch op determinism off
+    again afterwards if it was off, so later TF work in the process is not constrained."""
     keras = _keras()
     import tensorflow as tf
+    try:  # the switch-off and the query are only in TF's private config module
+        from tensorflow.python.framework import config as tf_config
+        was_on = tf_config.is_op_determinism_enabled()
+    except (ImportError, AttributeError):
+        tf_config, was_on = None, True
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
+    try:
+        yield
+    finally:
+        if not was_on:
+            tf_config.disable_op_determinism()
 
 
 def fit(data: "Dataset", *, config: "TrainConfig", seed: int, init: Model | None = None,
@@ -128,11 +140,15 @@ def fit(data: "Dataset", *, config: "TrainConfig", seed: int, init: Model | None
     """Train with Adam on cross-entropy of the logits. Starts from `init` (or a fresh
     network of `config`'s shape); with `masked`, weights that are zero in `init` stay zero.
     Returns the trained description (empty meta) and the per-epoch curves."""
+    with deterministic(seed):
+        return _fit(data, config=config, seed=seed, init=init, masked=masked, progress=progress)
+
+
+def _fit(data, *, config, seed, init, masked, progress) -> tuple[Model, dict]:
     keras = _keras()
     import tensorflow as tf
     from pipeline.train import run_epochs
 
-    seed_everything(seed)
     net = to_keras(init) if init is not None else build(
         config.widths(data.x_train.shape[1], data.n_classes), config.activations())
     variables = net.trainable_variables

@@ -98,3 +98,13 @@ def test_unknown_framework_and_bad_seed(data, tmp_path):
     with pytest.raises(PrunedgeError, match="seed: must be a non-negative integer"):
         train_and_save("torch", dataset=data, seed=-1, out_dir=tmp_path, config=TINY)
     assert not any(tmp_path.iterdir())
+
+
+def test_keras_training_leaves_op_determinism_as_it_found_it(data):
+    pytest.importorskip("keras")
+    from tensorflow.python.framework import config as tf_config
+    from pipeline.keras_mlp import fit
+    before = tf_config.is_op_determinism_enabled()
+    small = TrainConfig(hidden=(8,), epochs=1)
+    fit(data, config=small, seed=0, progress=False)
+    assert tf_config.is_op_determinism_enabled() == before
