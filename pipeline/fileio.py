@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -12,10 +14,15 @@ from typing import Iterator
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path in the target's directory; rename it onto `path` only on success."""
+    """Yield a temp path in the target's directory; rename it onto `path` only on success.
+
+    The temp name carries the writer's pid, so the next write of the same file removes what a
+    killed writer (SIGKILL, power loss) left behind, and never a live writer's temp file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp" + path.suffix,
+                               dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -25,6 +32,30 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Delete temp files of `path` whose writer process no longer exists; returns them."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    name = re.compile(rf"{re.escape(prefix)}(\d+)\.[^.]+\.tmp{re.escape(path.suffix)}")  # as atomic_path names them
+    removed = []
+    for tmp in path.parent.glob(f"{glob.escape(prefix)}*.tmp*"):
+        match = name.fullmatch(tmp.name)
+        if match and not _alive(int(match.group(1))):
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
