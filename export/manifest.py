@@ -16,6 +16,8 @@ MANIFEST = "manifest.json"
 # Distribution names whose versions decide what the files contain and how they run.
 LIBRARIES = ("numpy", "scipy", "onnx", "onnxruntime", "tensorflow-cpu", "tensorflow", "keras",
              "ai-edge-litert", "torch", "protobuf", "flatbuffers")
+# model.npz meta keys that, with the manifest's config and versions, say how to remake a file.
+PROVENANCE = ("seed", "train", "data_sha256", "include_output", "source", "source_format", "source_sha256")
 
 
 def library_versions() -> dict:
@@ -42,7 +44,8 @@ def file_entry(root: Path, path: Path, *, name: str, format: str, variant: str, 
         "framework": meta.get("framework"), "method": meta.get("method", "dense"),
         "sparsity": float(meta.get("sparsity", 0.0)), "physical": meta.get("physical"),
         "runtime": runtime, "delegate": delegate, "verify": verify, "accuracy": accuracy,
-        "ops": list(ops), "runs_sparse": bool(runs_sparse), **extra,
+        "ops": list(ops), "runs_sparse": bool(runs_sparse),
+        "provenance": {k: meta[k] for k in PROVENANCE if k in meta}, **extra,
     }
 
 
