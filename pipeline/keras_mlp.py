@@ -188,6 +188,9 @@ def _fit(data, *, config, seed, init, masked, progress) -> tuple[Model, dict]:
         loss, correct = eval_step(x, y)
         return float(loss), int(correct) / len(y)
 
+    def set_lr(lr: float) -> None:
+        optimizer.learning_rate.assign(lr)
+
     curves = run_epochs(FRAMEWORK, data, config=config, seed=seed, step=step,
-                        evaluate=evaluate, progress=progress)
+                        evaluate=evaluate, set_lr=set_lr, progress=progress)
     return from_keras(net), curves

@@ -182,6 +182,10 @@ def fit(data: "Dataset", *, config: "TrainConfig", seed: int, init: Model | None
                 yb = torch.from_numpy(y)
                 return float(loss_fn(logits, yb)), int((logits.argmax(1) == yb).sum()) / len(y)
 
+        def set_lr(lr: float) -> None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
         curves = run_epochs(FRAMEWORK, data, config=config, seed=seed, step=step,
-                            evaluate=evaluate, progress=progress)
+                            evaluate=evaluate, set_lr=set_lr, progress=progress)
         return from_torch(net.eval()), curves

@@ -7,7 +7,7 @@ import pytest
 from helpers import small_dataset
 from pipeline.errors import PrunedgeError
 from pipeline.model import load
-from pipeline.train import CURVE_KEYS, TrainConfig, batches, train_and_save
+from pipeline.train import CURVE_KEYS, SCHEDULES, TrainConfig, batches, train_and_save
 
 FRAMEWORKS = ("torch", "tf")
 TINY = TrainConfig(hidden=(32,), epochs=2, batch_size=128)  # seconds, not minutes
@@ -32,8 +32,9 @@ def run(request, data, tmp_path_factory):
 def test_writes_model_curves_and_summary(run, data):
     framework, root, models = run
     curves = json.loads((root / "a/curves.json").read_text())
-    assert set(curves) == {"epoch", *CURVE_KEYS}
+    assert set(curves) == {"epoch", "lr", *CURVE_KEYS}
     assert curves["epoch"] == [1, 2]
+    assert curves["lr"] == pytest.approx([TINY.lr, TINY.lr / 2])  # cosine, per epoch
     assert all(len(curves[k]) == 2 for k in CURVE_KEYS)
     assert curves["train_loss"][1] < curves["train_loss"][0]
     assert all(0 <= a <= 1 for a in curves["train_acc"] + curves["val_acc"])
@@ -66,6 +67,12 @@ def test_other_seed_gives_other_weights(run):
     assert not np.array_equal(models["a"].layers[0].weight, models["c"].layers[0].weight)
 
 
+def test_cosine_schedule_decays_to_near_zero():
+    rates = [SCHEDULES["cosine"](1e-3, e, 12) for e in range(12)]
+    assert rates[0] == 1e-3 and all(a > b for a, b in zip(rates, rates[1:])) and rates[-1] < 2e-5
+    assert SCHEDULES["constant"](1e-3, 11, 12) == 1e-3
+
+
 def test_batches_cover_every_index_once():
     parts = list(batches(10, 4, np.random.default_rng(0)))
     assert [len(p) for p in parts] == [4, 4, 2]
@@ -79,6 +86,7 @@ def test_batches_cover_every_index_once():
     ("lr", float("nan"), "lr: must be a positive number"),
     ("hidden", (10, 0), "hidden: layer widths must be positive"),
     ("activation", "gelu", "activation: unknown 'gelu'"),
+    ("schedule", "step", "schedule: unknown 'step'"),
 ])
 def test_config_rejects_bad_values(field, value, message):
     with pytest.raises(PrunedgeError, match=message):
@@ -108,3 +116,18 @@ def test_keras_training_leaves_op_determinism_as_it_found_it(data):
     small = TrainConfig(hidden=(8,), epochs=1)
     fit(data, config=small, seed=0, progress=False)
     assert tf_config.is_op_determinism_enabled() == before
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_scheduled_rate_reaches_the_optimizer(framework, data, monkeypatch):
+    """A schedule that gives 0 must leave the weights exactly as they were."""
+    pytest.importorskip({"torch": "torch", "tf": "keras"}[framework])
+    from pipeline.model import random_model
+    from pipeline.train import framework_module
+    monkeypatch.setitem(SCHEDULES, "zero", lambda lr, epoch, epochs: 0.0)
+    start = random_model([784, 8, 10], seed=0)
+    config = TrainConfig(hidden=(8,), epochs=1, schedule="zero")
+    trained, curves = framework_module(framework).fit(data, config=config, seed=0, init=start, progress=False)
+    assert curves["lr"] == [0.0]
+    for a, b in zip(start.layers, trained.layers):
+        np.testing.assert_array_equal(a.weight, b.weight)
