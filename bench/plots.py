@@ -81,14 +81,19 @@ def learning_curves(runs: dict[int, dict[str, list]], framework: str, path: Path
         color = colors[i % len(colors)]
         for ax, what in zip(axes, ("loss", "acc")):
             for split, style in (("train", "-"), ("val", "--")):
-                values = c.get(f"{split}_{what}")
+                values = [np.nan if v is None else v for v in c.get(f"{split}_{what}") or []]
                 if values:
+                    values = np.asarray(values, dtype=float)
+                    if what == "acc" and np.nanmax(values) <= 1.0:
+                        values = 100 * values
                     epochs = np.arange(1, len(values) + 1)
                     label = f"seed {seed} {'validation' if split == 'val' else 'train'}"
-                    ax.plot(epochs, values, style, color=color, label=label)
-    for ax, title in zip(axes, ("loss", "accuracy")):
+                    ax.plot(epochs, values, "o" + style, ms=3, color=color, label=label)
+    from matplotlib.ticker import MaxNLocator
+    for ax, title in zip(axes, ("loss", "accuracy (%)")):
         ax.set_title(f"{framework}: {title}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=7)
     return _save(fig, path)
@@ -231,22 +236,30 @@ def pareto(rows, path: Path) -> Path:
 # ---------------------------------------------------------------- weights (Q4)
 
 def weight_histograms(weights: list[np.ndarray], framework: str, path: Path, *,
-                      names: list[str] | None = None, prune_at: float = 90.0) -> Path:
-    """Histogram of each layer's weights (log counts), shading |w| below the cut of `prune_at`% weight pruning."""
+                      names: list[str] | None = None, pruned: list[bool] | None = None,
+                      prune_at: float = 90.0) -> Path:
+    """Histogram of each layer's weights (log counts); on pruned layers, shade |w| below the cut
+    that `prune_at`% weight pruning applies."""
     plt = _plt()
     n = len(weights)
-    fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.2), squeeze=False, layout="constrained")
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False, layout="constrained")
     for i, (ax, w) in enumerate(zip(axes.flat, weights)):
-        w = np.ravel(w)
-        cut = float(np.quantile(np.abs(w), prune_at / 100.0))
-        counts, edges = np.histogram(w, bins=200)
+        flat = np.ravel(w)
+        counts, edges = np.histogram(flat, bins=200)
         ax.stairs(counts, edges, fill=True, color="tab:blue", alpha=0.8)  # one polygon, not 200 bars
-        ax.axvspan(-cut, cut, color="tab:red", alpha=0.15, label=f"|w| < {cut:.3g}: {prune_at:g}% pruned")
+        if pruned is None or pruned[i]:
+            cut = float(np.quantile(np.abs(flat), prune_at / 100.0))
+            ax.axvspan(-cut, cut, color="tab:red", alpha=0.15, label=f"|w| < {cut:.3g}: {prune_at:g}% pruned")
+            ax.legend(fontsize=6)
         ax.set_yscale("log")
-        ax.set_title(f"{names[i] if names else f'layer {i}'} {list(np.shape(weights[i]))}", fontsize=9)
+        ax.set_title(f"{names[i] if names else f'layer {i}'} {list(np.shape(w))}", fontsize=9)
         ax.set_xlabel("weight")
-        ax.legend(fontsize=6)
-    axes.flat[0].set_ylabel("count (log)")
+        if i % cols == 0:
+            ax.set_ylabel("count (log)")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
     fig.suptitle(f"{framework}: trained weight distribution per layer")
     return _save(fig, path)
 

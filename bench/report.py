@@ -170,7 +170,8 @@ def make_figures(inp: Inputs, d: Derived, out: Path) -> dict[str, Path]:
     for fw, stats in d.layers.items():
         names = [f"layer {i}" + ("" if s["pruned"] else " (output, not pruned)") for i, s in enumerate(stats)]
         figs[f"weights_{fw}"] = plots.weight_histograms([s["weights"] for s in stats], fw,
-                                                        out / f"weight_histogram_{fw}.png", names=names)
+                                                        out / f"weight_histogram_{fw}.png", names=names,
+                                                        pruned=[s["pruned"] for s in stats])
         figs[f"spectra_{fw}"] = plots.singular_spectra([s["sv"] for s in stats], fw,
                                                        out / f"singular_values_{fw}.png", names=names)
     return figs
@@ -229,8 +230,12 @@ def degradation_sentence(fw: str, method: str, pts, tolerance: float) -> str:
     cliff = analysis.first_below(pts, analysis.CLIFF_POINTS)
     step = analysis.largest_step(pts)
     last = pts[-1]
-    text = (f"**{fw} {method} pruning**: dense {pct(dense.mean)}; stays within {tolerance:g} point up to "
-            f"{level(within.sparsity)} ({pct(within.mean)})")
+    text = f"**{fw} {method} pruning**: dense {pct(dense.mean)}; "
+    if within.sparsity > 0:
+        text += f"stays within {tolerance:g} point up to {level(within.sparsity)} ({pct(within.mean)})"
+    else:
+        first = next(p for p in pts if p.sparsity > 0)
+        text += f"already more than {tolerance:g} point below dense at {level(first.sparsity)} ({pct(first.mean)})"
     if cliff is not None:
         text += (f"; first more than {analysis.CLIFF_POINTS:g} points below dense at {level(cliff.sparsity)} "
                  f"({pct(cliff.mean)})")
@@ -378,9 +383,14 @@ def q4_findings(fw: str, stats, d: Derived, inp: Inputs, tolerance: float) -> li
     out.append(text)
     n_train = {i.get("n_train") for i in inp.train_info.get(fw, {}).values()} - {None}
     if fw in inp.weights and n_train:
-        out.append(f"- Over-parameterisation: {inp.weights[fw][1].n_params:,} parameters fitted to "
-                   f"{min(n_train):,} training images; many weights are redundant once training has "
-                   "concentrated the function in the large ones.")
+        n_params = inp.weights[fw][1].n_params
+        text = (f"- Over-parameterisation: {n_params:,} parameters fitted to {min(n_train):,} training images "
+                f"({n_params / min(n_train):.0f} per image)")
+        best = analysis.highest_within(pts, tolerance) if pts else None
+        if best is not None and best.sparsity > 0:
+            text += (f"; weight pruning stays within {tolerance:g} point of dense up to {level(best.sparsity)}, "
+                     f"so at least that share of the pruned layers' weights is redundant for this task")
+        out.append(text + ".")
     return out + [""]
 
 
