@@ -88,6 +88,11 @@ def read_results(path: Path, *, source: str | None = None) -> tuple[list[dict], 
     if missing:
         raise fail(path, f"missing columns {', '.join(missing)} (schema in docs/CONTRACTS.md)")
     rows = [typed_row(r, path) for r in raw]
+    for i, row in enumerate(rows, start=2 if path.suffix != ".json" else 0):
+        empty = [c for c in REQUIRED if row.get(c) in (None, "")]
+        if empty:
+            where = f"line {i}" if path.suffix != ".json" else f"row {i}"
+            raise fail(path, f"{where}: empty {', '.join(empty)}")
     if source:
         rows = [{**r, "source": source} for r in rows]
     return as_percent(rows), machine

@@ -55,6 +55,14 @@ def test_highest_within_takes_the_highest_level_even_after_a_dip():
     assert (a.sparsity, b.sparsity, drop) == (90.0, 99.0, pytest.approx(29.5))
 
 
+def test_degradation_sentence_when_nothing_stays_within():
+    curve = analysis.curves(acc_rows(by_level={0: 90.0, 50: 88.0, 90: 80.0}))[("torch", "weight")]
+    text = report.degradation_sentence("torch", "weight", curve, 1.0)
+    assert "already more than 1 point below dense at 50% (88.00%)" in text
+    assert "first more than 5 points below dense at 90% (80.00%)" in text
+    assert "90% → " not in text and "50% → 90% (−8.00 points)" in text
+
+
 def test_highest_within_without_dense_point_is_none():
     curve = analysis.curves(acc_rows(by_level={50: 90.0}))[("torch", "weight")]
     assert analysis.highest_within(curve) is None
@@ -174,6 +182,10 @@ def test_bad_results_files_are_user_errors(tmp_path):
     rows = result_rows()
     rows[0]["p50_us"] = "fast"
     with pytest.raises(PrunedgeError, match="p50_us"):
+        read_results(write_results_csv(tmp_path / "r.csv", rows))
+    rows = result_rows()
+    rows[1]["sparsity"] = ""
+    with pytest.raises(PrunedgeError, match="line 3: empty sparsity"):
         read_results(write_results_csv(tmp_path / "r.csv", rows))
 
 
