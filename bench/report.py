@@ -603,7 +603,10 @@ def build(cfg: ReportConfig) -> Path:
 # ---------------------------------------------------------------- CLI
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bench report", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench report",
+        description="Plots and <root>/report/REPORT.md answering the challenge's questions, every number "
+                    "computed from seeds.csv (or the export manifest), results.csv and the trained weights.")
     p.add_argument("--root", type=Path, default=Path("artifacts"), help="artifacts directory (default: artifacts)")
     p.add_argument("--out", type=Path, default=None, help="output directory (default: <root>/report)")
     p.add_argument("--device-results", type=Path, action="append", default=[], metavar="PATH",
