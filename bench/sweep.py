@@ -268,11 +268,15 @@ def sweep(config: SweepConfig, progress: bool = True) -> dict:
                                 "(run `make export` first, or relax --framework/--method/--levels)")
     jobs = plan(artifacts, config)
     results = Results()
+    child_s: dict[str, list[float]] = {}  # [wall, cpu] s per runtime: where the budget goes
     bar = _progress(jobs, progress)
     for job in bar:
         if progress:
             bar.set_postfix_str(f"{job['runtime']} {job['items'][0]['key']}", refresh=False)
+        t0, cpu0 = time.perf_counter(), _children_cpu()
         records, problem = run_child(job, config.timeout_s)
+        wall, cpu = child_s.setdefault(job["runtime"], [0.0, 0.0])
+        child_s[job["runtime"]] = [wall + time.perf_counter() - t0, cpu + _children_cpu() - cpu0]
         failures = results.add(job, records, problem)
         if failures and config.strict:
             raise BenchFailure(failures[0])
@@ -280,7 +284,17 @@ def sweep(config: SweepConfig, progress: bool = True) -> dict:
     machine["load_average_end"] = load_average()
     return {"machine": machine, "config": _config_json(config), "rows": rows,
             "baseline_rss_mb": results.baselines(), "jobs": len(jobs),
+            "child_seconds": {k: {"wall": round(w, 1), "cpu": round(c, 1)}
+                              for k, (w, c) in sorted(child_s.items())},
             "elapsed_s": round(time.perf_counter() - started, 1)}
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of finished children (on a busy machine wall time overstates
+    what the sweep itself needs)."""
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def _progress(jobs, enabled: bool):
