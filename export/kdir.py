@@ -60,7 +60,8 @@ def export_kdir(kdir: Path, *, root: Path, formats, options: F.ExportOptions, da
 
 def _one(kdir, root, fmt, model, reference, options, data, threads, strict, reexport) -> dict:
     path = kdir / fmt.suffix
-    common = dict(name=fmt.name, format=fmt.format, variant=fmt.variant, runtime=fmt.runtime, meta=model.meta)
+    common = dict(name=fmt.name, format=fmt.format, variant=fmt.variant, runtime=fmt.runtime, meta=model.meta,
+                  precision=fmt.precision)
     export_seconds = None
     if fmt.export is not None and reexport:
         path.unlink(missing_ok=True)  # never leave an older file behind a failed export

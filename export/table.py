@@ -1,6 +1,7 @@
 """The table printed after an export run: one row per framework x method x sparsity x format.
 
-Accuracy is measured from the file in its own runtime; "check" is the figure verification
+Accuracy is measured from the file in its own runtime; "compute" says whether the runtime
+multiplies by the sparse weights or densifies them first; "check" is the figure verification
 judged (max |logit diff| for float32 files, top-1 agreement for fp16/int8); failed rows are
 marked FAILED and their reasons listed under the table.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 from export.formats import FORMATS, REFERENCE
 
 ORDER = {name: i for i, name in enumerate([REFERENCE.name, *FORMATS])}
-COLUMNS = ("framework", "method", "k", "format", "runtime", "accuracy", "size", "status", "check")
+COLUMNS = ("framework", "method", "k", "format", "runtime", "compute", "accuracy", "size", "status", "check")
 
 
 def _size(n) -> str:
@@ -22,7 +23,9 @@ def _check(entry: dict) -> str:
     v = entry.get("verify") or {}
     if v.get("max_abs_diff") is None:
         return "-"
-    if entry.get("variant") in ("fp32", "sparse"):
+    fmt = FORMATS.get(entry.get("name"))
+    precision = entry.get("precision") or (fmt.precision if fmt else "fp32")
+    if precision == "fp32":
         return f"|d| {v['max_abs_diff']:.1e}"
     return f"top1 {100 * v['top1_agreement']:.1f}%"
 
@@ -48,7 +51,8 @@ def rows(manifest: dict) -> list[dict]:
         acc = e.get("accuracy")
         out.append({"framework": e.get("framework") or "-", "method": e.get("method") or "-",
                     "k": f"{float(e.get('sparsity') or 0):g}", "format": e.get("name") or e.get("format"),
-                    "runtime": runtime, "accuracy": "-" if acc is None else f"{100 * acc:.2f}%",
+                    "runtime": runtime, "compute": "sparse" if e.get("runs_sparse") else "dense",
+                    "accuracy": "-" if acc is None else f"{100 * acc:.2f}%",
                     "size": _size(e.get("bytes")), "status": _status(e), "check": _check(e),
                     "path": e["path"], "reason": (e.get("verify") or {}).get("reason")})
     return out
