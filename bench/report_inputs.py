@@ -1,4 +1,5 @@
-"""Load everything the report reads into typed rows, accuracy always in percent.
+"""Load everything the report reads into typed rows (accuracy always in percent), then derive
+what the sections need: accuracy curves, per-layer weight statistics, pruning structure.
 
 Missing optional inputs give empty tables (the report then says what to run); a file
 that exists but cannot be parsed is a user error naming the file.
@@ -11,6 +12,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
+from bench import analysis
 from pipeline.errors import fail
 
 # results.csv column -> type (docs/CONTRACTS.md); everything else stays a string.
@@ -18,6 +22,10 @@ NUMERIC = {"threads": int, "batch": int, "sparsity": float, "p50_us": float, "p9
            "p99_us": float, "mean_us": float, "per_sample_us": float, "reps": int,
            "ratio_vs_dense": float, "bytes": int, "gzip_bytes": int, "accuracy": float,
            "peak_rss_mb": float}
+Q4_WEIGHT_SHARES = (0.05, 0.10, 0.20)  # "top x% of weights" columns of the Q4 table
+Q4_SV_SHARES = (0.10, 0.25)  # "top r% of singular values" columns
+NEAR_ZERO = 0.10  # |w| below this fraction of the layer's largest |w| counts as "near zero"
+ENERGY_RANK = 0.90  # energy share used for the effective rank r90
 REQUIRED = ("framework", "method", "sparsity", "artifact", "format", "runtime", "threads", "batch", "status")
 
 
@@ -195,3 +203,59 @@ def load_inputs(root: Path, device_results=()) -> Inputs:
         raise fail(root, "nothing to report: no seeds.csv, manifest accuracies, results or training "
                          "runs found (run `make export` and `make bench` first)")
     return inputs
+
+
+# ---------------------------------------------------------------- derived data
+
+@dataclass
+class Derived:
+    curves: dict = field(default_factory=dict)  # (framework, method) -> [CurvePoint]
+    layers: dict = field(default_factory=dict)  # framework -> [per-layer stats]
+    structure: dict = field(default_factory=dict)  # framework -> level -> {weight, unit, widths}
+    sel: list = field(default_factory=list)  # host ok rows at the configured batch and threads
+    b1: list = field(default_factory=list)  # host ok rows at batch 1, 1 thread (the targets)
+
+
+def layer_stats(model) -> list[dict]:
+    """Q4 statistics of every layer of a dense model; "pruned" is False for the output layer."""
+    stats = []
+    for i, layer in enumerate(model.layers):
+        w = layer.dense_weight()
+        s = analysis.singular_values(w)
+        stats.append({"shape": w.shape, "weights": w, "sv": s, "pruned": i < len(model.layers) - 1,
+                      "near_zero": analysis.near_zero_fraction(w, NEAR_ZERO),
+                      "kurtosis": analysis.excess_kurtosis(w),
+                      "top_w": {f: analysis.top_weight_energy(w, f) for f in Q4_WEIGHT_SHARES},
+                      "top_sv": {f: analysis.top_sv_energy(s, f) for f in Q4_SV_SHARES},
+                      "r90": analysis.rank_for_energy(s, ENERGY_RANK)})
+    return stats
+
+
+def stored_weights(model) -> int:
+    """Weights a physical model stores: nnz for CSR layers, full size for dense (shrunk) ones."""
+    return sum(l.nnz if l.is_sparse else int(np.prod(l.shape)) for l in model.layers)
+
+
+def structure(model, levels) -> dict[float, dict]:
+    """Per level: share of weights removed by weight and by unit pruning, and hidden widths left."""
+    from pipeline.prune import prune
+    from pipeline.stages import physical
+    total = sum(int(np.prod(l.shape)) for l in model.layers)
+    out = {}
+    for k in levels:
+        w = physical(prune(model, "weight", k))
+        u = physical(prune(model, "unit", k))
+        out[k] = {"weight": 1 - stored_weights(w) / total, "unit": 1 - stored_weights(u) / total,
+                  "widths": u.widths[1:-1]}
+    return out
+
+
+def derive(inp: Inputs, *, batch: int = 1, threads: int = 1) -> Derived:
+    """Accuracy curves, per-layer weight statistics, pruning structure and the selected bench rows."""
+    d = Derived(curves=analysis.curves(inp.accuracy), b1=analysis.ok_rows(inp.results),
+                sel=analysis.ok_rows(inp.results, batch=batch, threads=threads))
+    levels = sorted({p.sparsity for pts in d.curves.values() for p in pts} | {0.0})
+    for fw, (_, model) in inp.weights.items():
+        d.layers[fw] = layer_stats(model)
+        d.structure[fw] = structure(model, levels)
+    return d

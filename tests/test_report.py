@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench import analysis, report, seeds
+from bench import analysis, report, report_questions, seeds
 from bench.report_inputs import as_percent, load_inputs, read_results
 from pipeline.data import write_idx_gz
 from pipeline.errors import PrunedgeError
@@ -57,7 +57,7 @@ def test_highest_within_takes_the_highest_level_even_after_a_dip():
 
 def test_degradation_sentence_when_nothing_stays_within():
     curve = analysis.curves(acc_rows(by_level={0: 90.0, 50: 88.0, 90: 80.0}))[("torch", "weight")]
-    text = report.degradation_sentence("torch", "weight", curve, 1.0)
+    text = report_questions.degradation_sentence("torch", "weight", curve, 1.0)
     assert "already more than 1 point below dense at 50% (88.00%)" in text
     assert "first more than 5 points below dense at 90% (80.00%)" in text
     assert "90% → " not in text and "50% → 90% (−8.00 points)" in text
