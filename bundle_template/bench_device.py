@@ -8,7 +8,6 @@ runtime and the standard library; the bundle's hashes are checked before loading
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import gzip
 import io
@@ -140,7 +139,7 @@ def parse_threads(text: str) -> list[int]:
 
 
 def run(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = predict.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, default=Path("device_results.csv"),
                    help="CSV to write (a .json with machine info goes beside it)")
     p.add_argument("--threads", default="1,all", help="comma list of thread counts; 'all' = every core")

@@ -287,8 +287,15 @@ def save_npy(path: Path, array: np.ndarray) -> None:
             os.unlink(tmp)
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one `error: ...` line like every other bad input."""
+
+    def error(self, message):
+        raise BundleError(f"{self.prog}: {message} (see --help)")
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(description=__doc__.split("\n\n")[0],
                                 epilog="Exit status: 0 ok, 2 bad input or tampered bundle.")
     p.add_argument("inputs", nargs="*", type=Path, metavar="IMAGES",
                    help=".npy ([n,784] or [n,28,28]; uint8 0-255 or float 0-1) or IDX images (.gz or raw)")

@@ -349,3 +349,10 @@ def test_refuses_failed_or_changed_export(export_tree, tmp_path, defect, words):
         B.make_bundle(tree / "torch" / "dense" / "k00", fmt="onnx", out_root=tmp_path / "out",
                       export_root=tree, bench_root=tmp_path / "no-bench")
     assert not (tmp_path / "out" / "torch-dense-k00-fp32-onnx").exists()
+
+
+@pytest.mark.parametrize("script,args", [("predict.py", []), ("predict.py", ["--threads", "0", "x.npy"]),
+                                         ("bench_device.py", ["--bogus"]), ("bench_device.py", ["--batch", "0"])])
+def test_usage_mistakes_are_one_line(bundle, script, args):
+    path, _, _ = bundle
+    assert_one_line_error(run_script(path, script, *args))
