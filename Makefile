@@ -50,10 +50,10 @@ export: setup $(if $(MODEL),,data)
 	$(PY) -m export run $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA)) $(if $(ARCH),--arch '$(ARCH)')
 
 bench: setup
-	$(PY) -m bench run $(if $(MODEL),--model $(MODEL)) $(if $(SEEDS),--seeds $(SEEDS))
+	$(PY) -m bench run $(if $(MODEL),--model $(MODEL))
 
 report: setup
-	$(PY) -m bench report $(if $(DEVICE_RESULTS),--device-results $(DEVICE_RESULTS))
+	$(PY) -m bench report --seeds $(or $(SEEDS),3) $(if $(DEVICE_RESULTS),--device-results $(DEVICE_RESULTS))
 
 bundle: setup
 	$(PY) -m export bundle $(if $(MODEL),--model $(MODEL)) $(if $(FORMAT),--format $(FORMAT))
