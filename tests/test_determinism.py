@@ -18,6 +18,7 @@ import pytest
 from pipeline import data
 from pipeline.fileio import sha256_file
 from pipeline.model import load
+from pipeline.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 N_TRAIN = data.VAL_SIZE + 300  # the loader keeps 5000 for validation: 300 images to train on
@@ -97,8 +98,7 @@ def test_trained_model_records_how_it_was_made(runs, data_dir):
         out = runs[0] / "train" / framework / "s0"
         meta = load(out / "model.npz").meta
         assert meta["seed"] == 0 and meta["framework"] == framework
-        assert meta["train"] == {"hidden": [64, 32], "activation": "relu", "epochs": 2, "batch_size": 64,
-                                 "lr": 1e-3, "adam_eps": 1e-8}
+        assert meta["train"] == TrainConfig(hidden=(64, 32), epochs=2, batch_size=64).to_dict()
         assert meta["data_sha256"] == data.files_sha256(data_dir)
         summary = json.loads((out / "train.json").read_text())
         assert {"config", "seed", "data_sha256", "versions"} <= summary.keys()
