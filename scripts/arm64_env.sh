@@ -65,9 +65,9 @@ fetch_qemu() {
   apt-get "${opts[@]}" update -q >/dev/null || die "$apt_dir/sources.list: apt-get update failed"
   (cd "$apt_dir/debs" && rm -f qemu-user_*.deb && apt-get "${opts[@]}" download -q "qemu-user/$suite" >/dev/null) \
     || die "qemu-user/$suite: apt-get download failed"
-  rm -rf "$ARM64_CACHE/qemu.tmp" && dpkg -x "$apt_dir"/debs/qemu-user_*.deb "$ARM64_CACHE/qemu.tmp"
+  safe_rm "$ARM64_CACHE/qemu.tmp" && dpkg -x "$apt_dir"/debs/qemu-user_*.deb "$ARM64_CACHE/qemu.tmp"
   [ -x "$ARM64_CACHE/qemu.tmp/usr/bin/qemu-aarch64" ] || die "qemu-user/$suite: no usr/bin/qemu-aarch64 in the package"
-  rm -rf "$ARM64_CACHE/qemu" && mv "$ARM64_CACHE/qemu.tmp" "$ARM64_CACHE/qemu"
+  safe_rm "$ARM64_CACHE/qemu" && mv "$ARM64_CACHE/qemu.tmp" "$ARM64_CACHE/qemu"
 }
 
 qemu_version() { "$QEMU_BIN" --version | head -1 | sed 's/.*version \([0-9.]*\).*/\1/'; }
@@ -92,10 +92,27 @@ unregister_binfmt() {
   fi
 }
 
+# Mount points under a directory, deepest first (from /proc/mounts; octal escapes kept).
+_mounts_under() { awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r; }
+
+# rm -rf that never follows a bind mount into /dev, /proc, /sys or the host's pip dirs.
+safe_rm() {
+  [ -e "$1" ] || return 0
+  if [ -n "$(_mounts_under "$1")" ]; then die "$1: still has mounts inside; not deleting it"; fi
+  rm -rf --one-file-system "$1"
+}
+
+# Mounts left by a run that was killed (we hold the cache lock, so nobody else uses them).
+unmount_stale() {
+  local m
+  while read -r m; do [ -n "$m" ] && { umount "$m" 2>/dev/null || umount -l "$m"; }; done < <(_mounts_under "$ROOTFS")
+}
+
 build_rootfs() {
   if [ -e "$ROOTFS/.prunedge-ready" ]; then return 0; fi
   local tmp="$ARM64_CACHE/rootfs.tmp"
-  rm -rf "$tmp"
+  unmount_stale
+  safe_rm "$tmp"
   log "debootstrap arm64 $ARM64_SUITE into $ROOTFS (minbase + python3-venv)"
   if ! debootstrap --arch=arm64 --variant=minbase --include=python3,python3-venv \
         "$ARM64_SUITE" "$tmp" "$ARM64_MIRROR" > "$ARM64_CACHE/debootstrap.log" 2>&1; then
@@ -104,7 +121,7 @@ build_rootfs() {
   fi
   rm -rf "$tmp/var/cache/apt/archives"/*.deb
   touch "$tmp/.prunedge-ready"
-  rm -rf "$ROOTFS" && mv "$tmp" "$ROOTFS"
+  safe_rm "$ROOTFS" && mv "$tmp" "$ROOTFS"
 }
 
 _bind() {  # _bind SRC DST [ro]
@@ -125,12 +142,13 @@ _pip_local_dirs() {
 }
 
 enter_rootfs() {
+  unmount_stale
   cp -L /etc/resolv.conf "$ROOTFS/etc/resolv.conf" 2>/dev/null || true
   local f d
   for f in /etc/pip.conf /etc/xdg/pip "$HOME/.config/pip" /etc/ssl/certs/ca-certificates.crt; do
     [ -e "$f" ] || continue
     mkdir -p "$ROOTFS$(dirname "$f")"
-    rm -rf "${ROOTFS:?}$f" && cp -rL "$f" "$ROOTFS$f"
+    safe_rm "$ROOTFS$f" && cp -rL "$f" "$ROOTFS$f"
   done
   _bind /proc "$ROOTFS/proc"
   _bind /dev "$ROOTFS/dev"
@@ -161,7 +179,7 @@ arm64_venv() {
   key=$(sha256sum "$req" | cut -c1-12)
   venv="/opt/prunedge/venv-$key"
   if [ ! -e "$ROOTFS$venv/.ready" ]; then
-    rm -rf "${ROOTFS:?}$venv"
+    safe_rm "$ROOTFS$venv"
     mkdir -p "$ROOTFS/opt/prunedge"
     cp "$req" "$ROOTFS/opt/prunedge/requirements-$key.txt"
     in_arm64 python3 -m venv "$venv" >&2 || die "$req: python3 -m venv failed in the arm64 userland"

@@ -121,7 +121,7 @@ enter_rootfs
 GUEST=$(in_arm64 /bin/sh -c 'echo "$(uname -m) $(python3 -c "import platform; print(platform.python_version())")"') \
   || die "cannot run arm64 binaries (binfmt_misc / qemu)"
 log "userland: $GUEST under qemu $(qemu_version), QEMU_CPU=$ARM64_QEMU_CPU"
-rm -rf "$ROOTFS/work" && mkdir -p "$ROOTFS/work"
+safe_rm "$ROOTFS/work" && mkdir -p "$ROOTFS/work"
 cp "$OUT/images.npy" "$OUT/labels.npy" "$ROOTFS/work/"
 
 # One bundle's install + classification + self-test; bundles run in parallel (2 cores, and
