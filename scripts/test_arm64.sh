@@ -216,7 +216,7 @@ for b in bundles:
         ok = False
     if (d / "device_results.csv").is_file():
         rows = list(csv.DictReader(open(d / "device_results.csv", newline="")))
-        num = lambda v: float(v) if v.replace(".", "", 1).isdigit() else v
+        num = lambda v: int(v) if v.isdigit() else float(v) if v.replace(".", "", 1).isdigit() else v
         entry["emulated_latency_us"] = [{k: num(r[k]) for k in ("runtime", "threads", "batch", "status", "p50_us",
                                                                 "p90_us", "p99_us", "reps")} for r in rows]
         entry["device_results_csv"] = str(d / "device_results.csv")
