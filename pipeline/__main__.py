@@ -56,12 +56,14 @@ def cmd_train(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from pipeline.prune import METHODS
-    from pipeline.stages import prune_stage, train_dir
+    from pipeline.stages import prune_stage, split_method, train_dir
     methods = [m.strip() for m in args.methods.split(",")]
     for m in methods:
-        if m not in METHODS:
-            raise fail("--methods", f"unknown method {m!r} (choose from {', '.join(METHODS)})")
+        try:
+            split_method(m)
+        except PrunedgeError as e:
+            raise fail("--methods", str(e)) from None
+    from pipeline.data import load_fashion_mnist
     levels = _levels(args.levels)
     for framework in _frameworks(args.framework):
         for seed in _seeds(args):
@@ -70,7 +72,8 @@ def cmd_prune(args) -> int:
                 raise fail(trained, "trained model not found (run `make train` first)")
             out_root = args.root / "export" if seed == 0 else args.root / "seeds" / f"s{seed}"
             paths = prune_stage(trained, framework=framework, methods=methods, levels=levels,
-                                out_root=out_root, include_output=args.include_output)
+                                out_root=out_root, include_output=args.include_output,
+                                dataset=lambda: load_fashion_mnist(args.data_dir))
             print(f"{framework} seed {seed}: {len(paths)} pruned models under {out_root / framework}")
     return 0
 
@@ -106,10 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prune", help="prune trained models at every level; shrink (unit) or CSR (weight)")
     common(p)
-    p.add_argument("--methods", default="weight,unit", help="comma-separated methods (default weight,unit)")
+    p.add_argument("--methods", default="weight,unit", help="comma-separated methods (default weight,unit); also block, block16, "
+                   "lowrank, nm, balanced, and any of them + '-ft' (fine-tuned with the mask fixed)")
     p.add_argument("--levels", default=None, help="comma-separated sparsity percents in [0, 100) "
                                                   "(default 0,25,50,60,70,80,90,95,97,99)")
     p.add_argument("--include-output", action="store_true", help="weight-prune the output layer too")
+    p.add_argument("--data-dir", default=None, help="Fashion-MNIST directory (for -ft methods)")
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("info", help="print a model description's layers and provenance")

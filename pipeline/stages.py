@@ -80,7 +80,7 @@ def physical(model: model_io.Model) -> model_io.Model:
     method = str(model.meta.get("method", "dense"))
     if float(model.meta.get("sparsity", 0)) == 0:
         return model.with_layers(model.layers, physical="dense")
-    return PHYSICAL.get(method.removesuffix("-ft"), lambda m: m)(model)
+    return PHYSICAL.get(method.removesuffix(FT_SUFFIX), lambda m: m)(model)
 
 
 def _shrink(model):
@@ -98,21 +98,60 @@ PHYSICAL = {"unit": _shrink, "weight": _csr, "block": _csr, "block16": _csr, "bl
             "nm": _csr, "balanced": _csr}
 
 
+FT_SUFFIX = "-ft"
+FT_EPOCHS = 2  # masked fine-tuning at a tenth of the training rate; most of the repair is in epoch 1
+
+
+def split_method(name: str) -> tuple[str, bool]:
+    """"weight-ft" -> ("weight", True): a known one-shot method, fine-tuned or not."""
+    from pipeline.prune import METHODS
+    base = name.removesuffix(FT_SUFFIX)
+    if base not in METHODS:
+        known = ", ".join(list(METHODS) + [m + FT_SUFFIX for m in METHODS])
+        raise fail("method", f"unknown pruning method {name!r} (choose from {known})")
+    return base, name != base
+
+
+def _fashion_mnist(data_dir=None):
+    from pipeline.data import load_fashion_mnist
+    return load_fashion_mnist(data_dir)
+
+
 def prune_stage(trained_npz: Path, *, framework: str, methods=("weight", "unit"), levels=LEVELS,
-                out_root: Path = ARTIFACTS / "export", include_output: bool = False) -> list[Path]:
-    """Prune one trained model at every level with every method; write the physical form."""
+                out_root: Path = ARTIFACTS / "export", include_output: bool = False,
+                dataset=None, ft_epochs: int = FT_EPOCHS) -> list[Path]:
+    """Prune one trained model at every level with every method; write the physical form.
+
+    Methods ending in "-ft" are fine-tuned with their mask fixed before being made physical;
+    `dataset` (a Dataset or a zero-argument loader, default Fashion-MNIST) is only read then."""
     trained_npz = Path(trained_npz)
     base = model_io.load(trained_npz)
     source_sha = sha256_file(trained_npz)
+    ft_framework = framework if framework in ("torch", "tf") else "torch"
+    loaded = {}
+
+    def data():
+        if "ds" not in loaded:
+            loaded["ds"] = dataset() if callable(dataset) else (dataset or _fashion_mnist())
+        return loaded["ds"]
+
     written = []
     jobs = [(m, k) for m in methods for k in levels]
-    for method, k in tqdm(jobs, desc=f"prune {framework}", unit="model", leave=False):
+    for method, k in tqdm(jobs, desc=f"prune {framework}", unit="model"):
+        base_method, tuned = split_method(method)
         out = level_dir(out_root, framework, method, k)
         key = {"stage": "prune", "method": method, "sparsity": k, "source": source_sha,
                "include_output": include_output}
+        if tuned and k > 0:
+            key["finetune"] = {"framework": ft_framework, "epochs": ft_epochs}
         if not fresh(out / STAMP, key):
-            stored = physical(prune(base, method, k, include_output=include_output))
-            stored = stored.with_layers(stored.layers, framework=framework)
+            masked = prune(base, base_method, k, include_output=include_output)
+            if tuned and k > 0:
+                from pipeline.finetune import fine_tune
+                masked = fine_tune(masked, data(), framework=ft_framework,
+                                   seed=int(base.meta.get("seed", 0)), epochs=ft_epochs, progress=False)
+            stored = physical(masked)
+            stored = stored.with_layers(stored.layers, framework=framework, method=method)
             model_io.save(stored, out / "model.npz")
             mark(out / STAMP, key, [out / "model.npz"])
         written.append(out / "model.npz")

@@ -44,3 +44,26 @@ def test_prune_stage_writes_physical_models_and_skips_reruns(tmp_path):
     paths[0].write_bytes(b"half-written")
     prune_stage(trained, framework="torch", levels=(0, 50, 90), out_root=tmp_path / "export")
     assert m.load(paths[0]).widths == SMALL_WIDTHS
+
+
+def test_fine_tuned_methods_keep_their_pattern(tmp_path):
+    from helpers import small_dataset
+    from pipeline.stages import split_method
+    trained = m.save(m.random_model([784, 32, 16, 10], seed=3, method="dense"), tmp_path / "t.npz")
+    ds = small_dataset(n_train=300, n_val=100, n_test=100)
+    paths = prune_stage(trained, framework="torch", methods=("weight", "weight-ft", "unit-ft"),
+                        levels=(0, 80), out_root=tmp_path / "export", dataset=ds, ft_epochs=1)
+    one_shot, tuned = m.load(paths[1]), m.load(paths[3])
+    assert tuned.meta["method"] == "weight-ft" and tuned.meta["finetune"]["epochs"] == 1
+    assert [l.nnz for l in tuned.layers] == [l.nnz for l in one_shot.layers]
+    assert not np.array_equal(tuned.layers[0].dense_weight(), one_shot.layers[0].dense_weight())
+    assert m.load(paths[5]).widths == [784, 6, 3, 10]  # unit-ft at 80% is shrunk like unit
+    assert split_method("block-ft") == ("block", True)
+
+
+def test_unknown_method_is_refused(tmp_path):
+    import pytest
+    from pipeline.errors import PrunedgeError
+    trained = m.save(m.random_model([784, 8, 10], seed=3), tmp_path / "t.npz")
+    with pytest.raises(PrunedgeError, match="method: unknown pruning method 'bogus-ft'"):
+        prune_stage(trained, framework="torch", methods=("bogus-ft",), out_root=tmp_path / "e")
