@@ -209,10 +209,9 @@ def _finish(export_root: Path, records: list[dict], seconds: float, strict: bool
     manifest = load_manifest(export_root)
     print(format_table(manifest))
     done = [r for r in records if not r.get("skipped")]
-    if done:
-        per = sum(r["seconds"] for r in done) / len(done)
-        print(f"{len(done)} k-dirs processed ({per:.1f} s each), {len(records) - len(done)} up to date; "
-              f"{seconds:.0f} s in all; manifest: {export_root / 'manifest.json'}")
+    per = f" ({sum(r['seconds'] for r in done) / len(done):.1f} s each)" if done else ""
+    print(f"{len(done)} k-dirs processed{per}, {len(records) - len(done)} up to date; "
+          f"{seconds:.0f} s in all; manifest: {export_root / 'manifest.json'}")
     failed = [e for e in manifest["files"] if not passed(e)]
     if failed:
         print(f"warning: {len(failed)} files failed verification (marked FAILED above and in the manifest)",
