@@ -345,3 +345,22 @@ def test_cli_table_prints_manifest(kdir_root, capsys):
     assert main(["table", "--root", str(artifacts)]) == 0
     out = capsys.readouterr().out
     assert "onnx-sparse" in out and "passed" in out
+
+
+def test_cli_run_chain_with_pool_then_skips(tmp_path, monkeypatch, capsys, x):
+    """prune_stage -> spawned workers -> manifest -> table; a re-run finds every k-dir up to date."""
+    from export import __main__ as cli
+    src = save(random_model(WIDTHS, seed=3), tmp_path / "trained" / "model.npz")
+    monkeypatch.setattr(cli, "sources", lambda args: {"random": src})  # stands in for train_stage
+    monkeypatch.setattr(cli, "eval_data", lambda args: _data(x, random_model(WIDTHS, seed=3)))
+    argv = ["run", "--root", str(tmp_path), "--levels", "0,50", "--formats", "onnx,onnx-sparse", "--jobs", "2"]
+    assert cli.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "4 k-dirs processed" in out and "0 up to date" in out
+    manifest = load_manifest(tmp_path / "export")
+    paths = {e["path"] for e in manifest["files"]}
+    assert "random/weight/k50/model.sparse.onnx" in paths and "random/unit/k50/model.sparse.onnx" not in paths
+    assert len(paths) == 9 and all(e["verify"]["status"] == "passed" for e in manifest["files"])
+    assert manifest["config"]["levels"] == [0.0, 50.0] and check_manifest(tmp_path / "export") == []
+    assert cli.main(argv[:-1] + ["1"]) == 0
+    assert "0 k-dirs processed, 4 up to date" in capsys.readouterr().out
