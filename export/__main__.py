@@ -12,6 +12,7 @@ bundle  a deploy bundle (export/bundle.py; `python -m export bundle --help`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -120,13 +121,30 @@ def process(kdirs: list[Path], *, root: Path, formats: list[str], options, data,
     else:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor, as_completed
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=K.init_worker, initargs=(settings,)) as pool:
+        with _single_threaded_children(), \
+                ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                                    initializer=K.init_worker, initargs=(settings,)) as pool:
             futures = [pool.submit(K.work, k, formats, reexport) for k in kdirs]
             for future in as_completed(futures):
                 records.append(_done(bar, future.result()))
     bar.close()
     return records
+
+
+@contextlib.contextmanager
+def _single_threaded_children():
+    """Spawned workers read these at import: one BLAS thread each, so N workers use N cores."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {n: os.environ.get(n) for n in names}
+    os.environ.update({n: "1" for n in names})
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _done(bar, record: dict) -> dict:

@@ -16,7 +16,7 @@ from pipeline.model import check_input
 DELEGATES = ("xnnpack", "none")  # LiteRT: default XNNPACK delegate, or builtin kernels only
 
 
-def _first_line(error: Exception) -> str:
+def _one_line(error: Exception) -> str:
     text = " ".join(str(error).split())  # runtime messages span lines; ours must not
     return text[:300] or type(error).__name__
 
@@ -47,19 +47,21 @@ class OnnxSession:
         try:
             self._session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime's exceptions (InvalidProtobuf, Fail, ...) derive from Exception
-            raise fail(self.path, f"onnxruntime cannot load it: {_first_line(e)}") from None
+            raise fail(self.path, f"onnxruntime cannot load it: {_one_line(e)}") from None
         inputs, outputs = self._session.get_inputs(), self._session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise fail(self.path, f"expected one input, got {len(inputs)}")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
-        self.input_dim = inputs[0].shape[-1]
+        width = inputs[0].shape[-1]
+        self.input_dim = width if isinstance(width, int) else None  # a foreign file may name it
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = check_input(x, self.input_dim, name=str(self.path))
+        width = self.input_dim or (np.shape(x)[-1] if np.ndim(x) == 2 else 0)
+        x = check_input(x, width, name=str(self.path))
         try:
             return self._session.run([self.output_name], {self.input_name: x})[0]
         except Exception as e:
-            raise fail(self.path, f"onnxruntime failed to run it: {_first_line(e)}") from None
+            raise fail(self.path, f"onnxruntime failed to run it: {_one_line(e)}") from None
 
 
 class TfliteSession:
@@ -78,7 +80,7 @@ class TfliteSession:
             self._it = Interpreter(model_path=str(self.path), num_threads=threads,
                                    experimental_op_resolver_type=resolvers[delegate])
         except (ValueError, RuntimeError) as e:
-            raise fail(self.path, f"LiteRT cannot load it: {_first_line(e)}") from None
+            raise fail(self.path, f"LiteRT cannot load it: {_one_line(e)}") from None
         inputs, outputs = self._it.get_input_details(), self._it.get_output_details()
         if len(inputs) != 1 or len(outputs) != 1:
             raise fail(self.path, f"expected one input and one output, got {len(inputs)} and {len(outputs)}")
@@ -92,7 +94,7 @@ class TfliteSession:
             self._it.resize_tensor_input(self._in["index"], [batch, self.input_dim])
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            raise fail(self.path, f"LiteRT ({self.delegate}) cannot prepare it: {_first_line(e)}") from None
+            raise fail(self.path, f"LiteRT ({self.delegate}) cannot prepare it: {_one_line(e)}") from None
         self._batch = batch
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -103,7 +105,7 @@ class TfliteSession:
         try:
             self._it.invoke()
         except (ValueError, RuntimeError) as e:
-            raise fail(self.path, f"LiteRT ({self.delegate}) failed to run it: {_first_line(e)}") from None
+            raise fail(self.path, f"LiteRT ({self.delegate}) failed to run it: {_one_line(e)}") from None
         return dequantize(self._it.get_tensor(self._out["index"]), self._out)
 
 
