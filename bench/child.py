@@ -2,7 +2,7 @@
 
 The sweep starts `python -m bench.child` with a job as JSON on stdin. The child configures
 threads, imports the runtime (memory baseline), loads the artifact and runs it once at
-batch 1 (memory peak), computes test accuracy, then times every thread x batch setting. Each result is one stdout line `@@bench {json}`, written as soon as it is known,
+batch 1 (memory peak), times every thread x batch setting, then computes test accuracy. Each result is one stdout line `@@bench {json}`, written as soon as it is known,
 so a crash or timeout loses only what was not measured yet. Every step catches its own
 exception and reports it as an error record: one failure never hides the other numbers.
 """
@@ -104,14 +104,10 @@ def run_job(job: dict, emit: Callable[[dict], None] = emit_stdout,
                 for other in items:
                     error(other, "data", e)
                 return
-        if job.get("accuracy"):  # at threads[0] (1): not disturbed by neighbours on the cores
-            try:
-                emit({"kind": "accuracy", "key": item["key"], "accuracy": accuracy(session, *data)})
-            except Exception as e:  # noqa: BLE001
-                error(item, "accuracy", e)
         for i, t in enumerate(threads):
             try:
                 if i > 0:
+                    session = None
                     session = runtime.load(path, t)
             except Exception as e:  # noqa: BLE001
                 for b in job["batches"]:
@@ -123,6 +119,13 @@ def run_job(job: dict, emit: Callable[[dict], None] = emit_stdout,
                           **asdict(time_batch(session, batch_of(data[0], b), config))})
                 except Exception as e:  # noqa: BLE001
                     error(item, "latency", e, threads=t, batch=b)
+        if job.get("accuracy"):  # with the last session (all cores): 10k images are the slow part
+            try:
+                if session is None:
+                    session = runtime.load(path, threads[0])
+                emit({"kind": "accuracy", "key": item["key"], "accuracy": accuracy(session, *data)})
+            except Exception as e:  # noqa: BLE001
+                error(item, "accuracy", e)
 
 
 def time_batch(session: Callable, xb: np.ndarray, config: LatencyConfig):

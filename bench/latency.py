@@ -19,10 +19,10 @@ class LatencyConfig:
     warmup_seconds: float = 0.02
     # At least this many timed calls (always) and this much time, so p90 is not one outlier...
     min_reps: int = 15
-    min_seconds: float = 0.12
+    min_seconds: float = 0.1
     # ...then stop once the median has settled, or at the cap that keeps `make bench`
     # (about 2000 measurements) inside its 20-minute budget on 2 cores.
-    max_seconds: float = 0.4
+    max_seconds: float = 0.3
     max_reps: int = 20_000
     stable_rel: float = 0.03  # |median(first half) - median(second half)| / median
 

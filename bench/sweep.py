@@ -239,18 +239,47 @@ def _round(x, digits):
     return None if x is None else round(float(x), digits)
 
 
-def build_rows(artifacts: list[Artifact], config: SweepConfig, results: Results) -> list[dict]:
+SIZES_CACHE = ".sizes-cache.json"  # in the output dir: gzip -9 of ~1 GB of artifacts takes minutes
+
+
+def artifact_sizes(artifacts: list[Artifact], cache_path: Path | None = None,
+                   progress: bool = False) -> dict[str, tuple]:
+    """rel -> (bytes, gzip bytes); re-used from the cache while a file's size and mtime match."""
+    cache = {}
+    if cache_path is not None and cache_path.is_file():
+        try:
+            cache = json.loads(cache_path.read_text())
+        except ValueError:
+            cache = {}
+    out, fresh = {}, {}
+    for a in _progress(artifacts, progress, desc="sizes", unit="file"):
+        try:
+            st = Path(a.path).stat()
+        except OSError:
+            out[a.rel] = (None, None)
+            continue
+        stamp = [st.st_size, st.st_mtime_ns]
+        hit = cache.get(str(Path(a.path).resolve()))
+        if hit and hit[:2] == stamp:
+            out[a.rel] = (hit[0], hit[2])
+        else:
+            out[a.rel] = file_sizes(a.path)
+        fresh[str(Path(a.path).resolve())] = stamp + [out[a.rel][1]]
+    if cache_path is not None and fresh != {k: cache.get(k) for k in fresh}:
+        write_json(cache_path, {**cache, **fresh})
+    return out
+
+
+def build_rows(artifacts: list[Artifact], config: SweepConfig, results: Results,
+               sizes: dict[str, tuple] | None = None) -> list[dict]:
+    sizes = sizes if sizes is not None else artifact_sizes(artifacts)
     rows = []
     for a in artifacts:
-        try:
-            sizes = file_sizes(a.path)
-        except OSError:
-            sizes = (None, None)
         for name in config.runtimes:
             if RUNTIMES[name].runs(format=a.format, method=a.method):
                 for t in config.threads:
                     for b in config.batches:
-                        rows.append(results.row(a, name, t, b, sizes))
+                        rows.append(results.row(a, name, t, b, sizes[a.rel]))
     for row, ratio in zip(rows, ratio_vs_dense(rows)):
         row["ratio_vs_dense"] = _round(ratio, 4)
     return rows
@@ -266,10 +295,11 @@ def sweep(config: SweepConfig, progress: bool = True) -> dict:
     if not artifacts:
         raise fail(config.root, "no exported artifacts match the selection "
                                 "(run `make export` first, or relax --framework/--method/--levels)")
+    sizes = artifact_sizes(artifacts, Path(config.out) / SIZES_CACHE, progress)
     jobs = plan(artifacts, config)
     results = Results()
     child_s: dict[str, list[float]] = {}  # [wall, cpu] s per runtime: where the budget goes
-    bar = _progress(jobs, progress)
+    bar = _progress(jobs, progress, desc="bench", unit="child")
     for job in bar:
         if progress:
             bar.set_postfix_str(f"{job['runtime']} {job['items'][0]['key']}", refresh=False)
@@ -280,7 +310,7 @@ def sweep(config: SweepConfig, progress: bool = True) -> dict:
         failures = results.add(job, records, problem)
         if failures and config.strict:
             raise BenchFailure(failures[0])
-    rows = build_rows(artifacts, config, results)
+    rows = build_rows(artifacts, config, results, sizes)
     machine["load_average_end"] = load_average()
     return {"machine": machine, "config": _config_json(config), "rows": rows,
             "baseline_rss_mb": results.baselines(), "jobs": len(jobs),
@@ -297,11 +327,11 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _progress(jobs, enabled: bool):
+def _progress(items, enabled: bool, **kwargs):
     if not enabled:
-        return jobs
+        return items
     from tqdm import tqdm
-    return tqdm(jobs, desc="bench", unit="child", dynamic_ncols=True)
+    return tqdm(items, dynamic_ncols=True, **kwargs)
 
 
 def _config_json(config: SweepConfig) -> dict:

@@ -126,6 +126,20 @@ def test_sizes_are_file_bytes_and_gzip9_bytes(tmp_path):
     assert gzip.decompress(gzip.compress(data, 9, mtime=0)) == data
 
 
+def test_artifact_sizes_are_cached_by_size_and_mtime(tmp_path, monkeypatch):
+    path = tmp_path / "torch/weight/k00/model.onnx"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"a" * 1000)
+    (art,) = sweep.discover(tmp_path)
+    cache = tmp_path / "out" / sweep.SIZES_CACHE
+    first = sweep.artifact_sizes([art], cache)
+    monkeypatch.setattr(sweep, "file_sizes", lambda p: pytest.fail("cache not used"))
+    assert sweep.artifact_sizes([art], cache) == first
+    path.write_bytes(b"b" * 2000)  # changed file -> recomputed
+    monkeypatch.setattr(sweep, "file_sizes", size.file_sizes)
+    assert sweep.artifact_sizes([art], cache)[art.rel][0] == 2000
+
+
 # ------------------------------------------------------------------ schema, discovery, plan
 
 def test_columns_follow_the_contract():
