@@ -60,13 +60,40 @@ def _load_numpy(path: Path, threads: int) -> Session:
     return _description(path).densified().forward
 
 
+class CsrForward:
+    """CSR forward in the orientation measured fastest for each batch shape (full-size MLP,
+    1 thread, random weights; numbers in the bench report):
+    - batch 1: W^T stored as CSR [out, in] times the 1-D input (`csr_matvec`): 1.7-2x faster
+      than `x @ W`, whose rmatmul path transposes and wraps 2-D arrays (90%: 100 vs 166 us);
+    - batch > 1: `x @ W` with W CSR [in, out], which SciPy runs as CSC mat-vecs over the
+      batch; keeping activations transposed and calling W^T @ H was 7-15% slower at 50-95%.
+    Dense layers (the output layer) use numpy in the same orientation."""
+
+    def __init__(self, model):
+        from pipeline.model import ACTIVATIONS
+        self.layers = [(layer.weight, _transposed(layer.weight), layer.bias, ACTIVATIONS[layer.activation])
+                       for layer in model.layers]
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if x.shape[0] == 1:
+            v = x[0]
+            for _, wt, b, act in self.layers:
+                v = act(wt @ v + b)
+            return v[None, :]
+        for w, _, b, act in self.layers:
+            x = act(np.asarray(x @ w, dtype=np.float32) + b)
+        return x
+
+
+def _transposed(w):
+    import scipy.sparse as sp
+    return w.T.tocsr() if sp.issparse(w) else np.ascontiguousarray(w.T)
+
+
 def _load_scipy_csr(path: Path, threads: int) -> Session:
-    """CSR forward: every layer but the output is CSR (a dense k00 artifact is converted,
-    so k00 is the same-runtime reference). `x @ W` with W CSR [in, out] makes SciPy compute
-    (W^T @ x^T)^T as CSC mat-vecs over the batch; measured on the 1000x1000 layer against
-    explicit (W^T csr @ x^T)^T and csc variants, it was the fastest or within noise at
-    50/90/99% sparsity for batch 1 and 64. SciPy's sparse products are single-threaded;
-    `threads` only limits the dense output layer's BLAS."""
+    """Every layer but the output is CSR; a dense k00 artifact is converted, so k00 is the
+    same-runtime reference. SciPy's sparse products are single-threaded; `threads` only
+    limits the dense output layer's BLAS."""
     import scipy.sparse as sp
     from dataclasses import replace as dc_replace
     if _HAVE_THREADPOOLCTL:
@@ -78,7 +105,7 @@ def _load_scipy_csr(path: Path, threads: int) -> Session:
             csr = sp.csr_array(layer.weight)
             csr.sort_indices()
             layers[i] = dc_replace(layer, weight=csr)
-    return model.with_layers(layers).forward
+    return CsrForward(model.with_layers(layers))
 
 
 # ------------------------------------------------------------------ torch / keras

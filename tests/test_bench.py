@@ -397,3 +397,21 @@ def test_synthetic_tree_is_discovered_with_physical_forms(tmp_path):
     assert load(tmp_path / "random/weight/k90/model.npz").layers[0].is_sparse
     assert load(tmp_path / "random/unit/k90/model.npz").widths[1] < SMALL_WIDTHS[1]
     assert not load(tmp_path / "random/weight/k00/model.npz").layers[0].is_sparse
+
+
+@pytest.mark.parametrize("method", ["weight", "unit"])
+@pytest.mark.parametrize("batch", [1, 7])
+def test_runtime_outputs_match_the_numpy_reference(tmp_path, method, batch):
+    """numpy, scipy-csr (both orientations) and torch sessions against Model.forward."""
+    base = random_model(SMALL_WIDTHS, seed=5)
+    m = sparse.to_csr(prune.prune(base, "weight", 80)) if method == "weight" else shrink.shrink(
+        prune.prune(base, "unit", 50))
+    path = save(m, tmp_path / "model.npz")
+    x = real_test_slice(batch)
+    want = m.forward(x)
+    for name in ("numpy", "scipy-csr", "torch"):
+        if not RUNTIMES[name].runs(format="npz", method=method):
+            continue
+        got = RUNTIMES[name].load(path, 1)(x)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)  # float32 reordering
