@@ -59,10 +59,7 @@ def cmd_prune(args) -> int:
     from pipeline.stages import prune_stage, split_method, train_dir
     methods = [m.strip() for m in args.methods.split(",")]
     for m in methods:
-        try:
-            split_method(m)
-        except PrunedgeError as e:
-            raise fail("--methods", str(e)) from None
+        split_method(m, "--methods")
     from pipeline.data import load_fashion_mnist
     levels = _levels(args.levels)
     for framework in _frameworks(args.framework):

@@ -102,13 +102,13 @@ FT_SUFFIX = "-ft"
 FT_EPOCHS = 2  # masked fine-tuning at a tenth of the training rate; most of the repair is in epoch 1
 
 
-def split_method(name: str) -> tuple[str, bool]:
+def split_method(name: str, subject: str = "method") -> tuple[str, bool]:
     """"weight-ft" -> ("weight", True): a known one-shot method, fine-tuned or not."""
     from pipeline.prune import METHODS
     base = name.removesuffix(FT_SUFFIX)
     if base not in METHODS:
         known = ", ".join(list(METHODS) + [m + FT_SUFFIX for m in METHODS])
-        raise fail("method", f"unknown pruning method {name!r} (choose from {known})")
+        raise fail(subject, f"unknown method {name!r} (choose from {known})")
     return base, name != base
 
 
@@ -151,7 +151,8 @@ def prune_stage(trained_npz: Path, *, framework: str, methods=("weight", "unit")
                 masked = fine_tune(masked, data(), framework=ft_framework,
                                    seed=int(base.meta.get("seed", 0)), epochs=ft_epochs, progress=False)
             stored = physical(masked)
-            stored = stored.with_layers(stored.layers, framework=framework, method=method)
+            stored = stored.with_layers(stored.layers, method=method,
+                                        framework=base.meta.get("framework", framework))
             model_io.save(stored, out / "model.npz")
             mark(out / STAMP, key, [out / "model.npz"])
         written.append(out / "model.npz")

@@ -352,8 +352,9 @@ def test_cli_run_chain_with_pool_then_skips(tmp_path, monkeypatch, capsys, x):
     from export import __main__ as cli
     src = save(random_model(WIDTHS, seed=3), tmp_path / "trained" / "model.npz")
     monkeypatch.setattr(cli, "sources", lambda args: {"random": src})  # stands in for train_stage
-    monkeypatch.setattr(cli, "eval_data", lambda args: _data(x, random_model(WIDTHS, seed=3)))
-    argv = ["run", "--root", str(tmp_path), "--levels", "0,50", "--formats", "onnx,onnx-sparse", "--jobs", "2"]
+    monkeypatch.setattr(cli, "eval_data", lambda args, model_npz=None: _data(x, random_model(WIDTHS, seed=3)))
+    argv = ["run", "--root", str(tmp_path), "--methods", "weight,unit", "--levels", "0,50",
+            "--formats", "onnx,onnx-sparse", "--jobs", "2"]
     assert cli.main(argv) == 0
     out = capsys.readouterr().out
     assert "4 k-dirs processed" in out and "0 up to date" in out

@@ -65,5 +65,5 @@ def test_unknown_method_is_refused(tmp_path):
     import pytest
     from pipeline.errors import PrunedgeError
     trained = m.save(m.random_model([784, 8, 10], seed=3), tmp_path / "t.npz")
-    with pytest.raises(PrunedgeError, match="method: unknown pruning method 'bogus-ft'"):
+    with pytest.raises(PrunedgeError, match="method: unknown method 'bogus-ft'"):
         prune_stage(trained, framework="torch", methods=("bogus-ft",), out_root=tmp_path / "e")
