@@ -336,14 +336,8 @@ def main(argv=None) -> int:
         args = argparse.Namespace(func=cmd_bundle, rest=argv[1:])
     else:
         args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except PrunedgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    from pipeline.cli import run
+    return run(args.func, args)
 
 
 if __name__ == "__main__":
