@@ -55,10 +55,7 @@ def _levels(value: str | None) -> list[float]:
     from pipeline.prune import LEVELS, check_sparsity
     if not value:
         return list(LEVELS)
-    try:
-        return [check_sparsity(v) for v in _csv(value)]
-    except PrunedgeError as e:
-        raise fail("--levels", str(e)) from None
+    return [check_sparsity(v, "--levels") for v in _csv(value)]
 
 
 def _jobs(value: int) -> int:

@@ -22,10 +22,7 @@ def _levels(value: str | None):
     from pipeline.prune import LEVELS, check_sparsity
     if not value:
         return LEVELS
-    try:
-        return tuple(check_sparsity(v) for v in value.split(","))
-    except PrunedgeError as e:
-        raise fail("--levels", str(e)) from None
+    return tuple(check_sparsity(v, "--levels") for v in value.split(","))
 
 
 def _seeds(args) -> list[int]:

@@ -18,14 +18,14 @@ from pipeline.model import Layer, Model
 LEVELS = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
 
 
-def check_sparsity(sparsity) -> float:
+def check_sparsity(sparsity, subject: str = "sparsity") -> float:
     """Sparsity in percent, in [0, 100)."""
     try:
         k = float(sparsity)
     except (TypeError, ValueError):
-        raise fail("sparsity", f"must be a number in [0, 100), got {sparsity!r}") from None
+        raise fail(subject, f"must be a number in [0, 100), got {sparsity!r}") from None
     if not (0.0 <= k < 100.0) or math.isnan(k):
-        raise fail("sparsity", f"must be in [0, 100), got {sparsity!r}")
+        raise fail(subject, f"must be in [0, 100), got {sparsity!r}")
     return k
 
 
