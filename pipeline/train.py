@@ -43,7 +43,7 @@ class TrainConfig:
     activation: str = "relu"  # hidden layers; the output layer is always identity (logits)
     epochs: int = 12  # validation accuracy flattens after ~10 epochs; more mostly overfits
     batch_size: int = 128  # ~430 Adam steps per epoch on 55k images: fast on 2 cores, stable
-    lr: float = 1e-3  # Adam's usual rate; stable for this depth without warm-up or a schedule
+    lr: float = 1e-3  # Adam's usual starting rate; stable for this depth without warm-up
     adam_eps: float = 1e-8  # torch's default, stated because Keras defaults to 1e-7
     schedule: str = "cosine"  # per-epoch decay to ~0: the final weights are not a noisy snapshot
 
