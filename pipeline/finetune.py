@@ -19,11 +19,13 @@ FT_SUFFIX = "-ft"
 
 
 def fine_tune(model: Model, dataset: Dataset, *, framework: str, seed: int, epochs: int = 3,
-              lr: float = 1e-4, batch_size: int = 128, progress: bool = True) -> Model:
-    """The model after `epochs` of masked Adam training in `framework`; meta method gets "-ft".
+              lr: float = 1e-3, batch_size: int = 128, progress: bool = True) -> Model:
+    """The model after `epochs` of masked Adam training in `framework` (cosine-decayed rate,
+    same batches as training); meta method gets "-ft".
 
-    Defaults: a tenth of the training rate repairs pruning damage in 2-3 epochs without
-    walking away from the trained solution."""
+    Defaults: measured on the torch 784-1000-1000-500-200-10 model (dense 89.74% test),
+    3 epochs at 1e-3 beat 1e-4: weight 95% 15.7% -> 88.95% (1e-4: 86.94%),
+    unit 80% 42.0% -> 89.26% (1e-4: 88.64%)."""
     module = framework_module(framework)
     start = model.densified()
     config = TrainConfig(hidden=tuple(start.widths[1:-1]), activation=start.layers[0].activation,
