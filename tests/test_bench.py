@@ -415,3 +415,18 @@ def test_runtime_outputs_match_the_numpy_reference(tmp_path, method, batch):
         got = RUNTIMES[name].load(path, 1)(x)
         assert got.shape == want.shape
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5, err_msg=name)  # float32 reordering
+
+
+def test_peak_rss_is_per_process_not_inherited_from_the_parent():
+    """A child of a parent holding 200 MB must not report >= 200 MB (ru_maxrss would)."""
+    import subprocess
+    import sys
+    from bench import memory
+    assert memory.vm_hwm_kib("Name:\tx\nVmHWM:\t   13564 kB\nVmRSS:\t 1 kB\n") == 13564
+    assert memory.vm_hwm_kib("Name:\tx\n") is None
+    hold = np.ones(200 * 2**20 // 8)  # noqa: F841 - keeps 200 MiB resident in this process
+    hold[::512] = 2.0
+    code = "from bench.memory import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout
+    assert 1.0 < float(out) < 150.0
