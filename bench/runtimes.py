@@ -30,7 +30,7 @@ class Runtime:
     name: str
     formats: tuple[str, ...]  # artifact formats it runs ("npz", "onnx", "tflite")
     load: Callable[[Path, int], Session]
-    imports: tuple[str, ...]  # modules imported for the memory baseline (no model loaded)
+    imports: tuple[str, ...]  # everything `load` imports, so baseline -> peak is the model alone
     methods: tuple[str, ...] | None = None  # pruning methods it applies to; None = all
     threads_in_process: bool = True  # False: one process per thread count, see configure
     configure: Callable[[int], None] | None = None  # runs at process start, before `imports`
@@ -166,24 +166,24 @@ def _litert_loader(delegate: str) -> Callable[[Path, int], Session]:
 _HAVE_THREADPOOLCTL = importlib.util.find_spec("threadpoolctl") is not None
 
 _ROWS = (
-    Runtime(name="torch", formats=("npz",), load=_load_torch, imports=("torch",),
+    Runtime(name="torch", formats=("npz",), load=_load_torch, imports=("torch", "pipeline.torch_mlp"),
             note="PyTorch eager, weights densified; torch.set_num_threads"),
-    Runtime(name="keras", formats=("npz",), load=_load_keras, imports=("tensorflow", "keras"),
+    Runtime(name="keras", formats=("npz",), load=_load_keras, imports=("tensorflow", "keras", "pipeline.keras_mlp"),
             threads_in_process=False, configure=_configure_tf,
             note="Keras 3 on TensorFlow, tf.function; TF intra/inter-op threads fixed per process"),
-    Runtime(name="numpy", formats=("npz",), load=_load_numpy, imports=("numpy", "scipy.sparse"),
+    Runtime(name="numpy", formats=("npz",), load=_load_numpy, imports=("pipeline.model",),
             threads_in_process=_HAVE_THREADPOOLCTL,
             note="dense numpy forward (CSR densified); BLAS threads via threadpoolctl"),
     Runtime(name="scipy-csr", formats=("npz",), load=_load_scipy_csr, methods=("weight",),
-            imports=("numpy", "scipy.sparse"), threads_in_process=_HAVE_THREADPOOLCTL,
+            imports=("pipeline.model",), threads_in_process=_HAVE_THREADPOOLCTL,
             note="SciPy CSR forward for weight-pruned models; single-threaded kernels"),
-    Runtime(name="onnxruntime", formats=("onnx",), load=_load_onnxruntime, imports=("onnxruntime",),
+    Runtime(name="onnxruntime", formats=("onnx",), load=_load_onnxruntime, imports=("onnxruntime", "export.runners"),
             note="CPUExecutionProvider, intra_op_num_threads, all graph optimisations"),
     Runtime(name="litert-xnnpack", formats=("tflite",), load=_litert_loader("xnnpack"),
-            imports=("ai_edge_litert.interpreter",), note="LiteRT default delegate (XNNPACK), num_threads"),
+            imports=("ai_edge_litert.interpreter", "export.runners"), note="LiteRT default delegate (XNNPACK), num_threads"),
     Runtime(name="litert-builtin", formats=("tflite",),
             load=_litert_loader("none"),
-            imports=("ai_edge_litert.interpreter",), note="LiteRT builtin kernels, no delegate, num_threads"),
+            imports=("ai_edge_litert.interpreter", "export.runners"), note="LiteRT builtin kernels, no delegate, num_threads"),
 )
 RUNTIMES: dict[str, Runtime] = {r.name: r for r in _ROWS}
 
