@@ -19,6 +19,7 @@ FT_SUFFIX = "-ft"
 
 
 def fine_tune(model: Model, dataset: Dataset, *, framework: str, seed: int, epochs: int = 3,
+              schedule: str = "cosine-step",
               lr: float = 1e-3, batch_size: int = 128, progress: bool = True) -> Model:
     """The model after `epochs` of masked Adam training in `framework` (cosine-decayed rate,
     same batches as training); meta method gets "-ft".
@@ -29,12 +30,12 @@ def fine_tune(model: Model, dataset: Dataset, *, framework: str, seed: int, epoc
     module = framework_module(framework)
     start = model.densified()
     config = TrainConfig(hidden=tuple(start.widths[1:-1]), activation=start.layers[0].activation,
-                         epochs=epochs, batch_size=batch_size, lr=lr)
+                         epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule)
     trained, curves = module.fit(dataset, config=config, seed=seed, init=start, masked=True,
                                  progress=progress)
     layers = [_keep_pattern(before, after) for before, after in zip(start.layers, trained.layers)]
     meta = {**model.meta, "method": model.meta.get("method", "dense") + FT_SUFFIX,
-            "finetune": {"framework": framework, "seed": seed, "epochs": epochs, "lr": lr,
+            "finetune": {"framework": framework, "seed": seed, "epochs": epochs, "lr": lr, "schedule": schedule,
                          "batch_size": batch_size, "val_acc": curves["val_acc"]}}
     if "physical" in meta:
         meta["physical"] = "dense"

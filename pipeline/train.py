@@ -30,11 +30,13 @@ def _cosine(lr: float, epoch: int, epochs: int) -> float:
     return lr * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
 
 
-# Schedule name -> learning rate of (0-based) epoch `epoch` of `epochs`, given the base rate.
-SCHEDULES: dict[str, Callable[[float, int, int], float]] = {
+# Schedule name -> learning rate at (0-based, possibly fractional) epoch `epoch` of `epochs`.
+SCHEDULES: dict[str, Callable[[float, float, int], float]] = {
     "constant": lambda lr, epoch, epochs: lr,
     "cosine": _cosine,
+    "cosine-step": _cosine,  # the same curve, updated before every batch (short fine-tunes)
 }
+PER_STEP = {"cosine-step"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -133,7 +135,9 @@ def run_epochs(name: str, data: Dataset, *, config: TrainConfig, seed: int,
         lr = SCHEDULES[config.schedule](config.lr, epoch - 1, config.epochs)
         set_lr(lr)
         log = EpochLog(name, epoch, config.epochs, n_batches, progress)
-        for idx in batches(n, config.batch_size, rng):
+        for i, idx in enumerate(batches(n, config.batch_size, rng)):
+            if config.schedule in PER_STEP:
+                set_lr(SCHEDULES[config.schedule](config.lr, epoch - 1 + i / n_batches, config.epochs))
             log.batch(*step(data.x_train[idx], data.y_train[idx]), len(idx))
         row = log.finish(*evaluate(data.x_val, data.y_val))
         if not math.isfinite(row["train_loss"]):

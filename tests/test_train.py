@@ -131,3 +131,16 @@ def test_scheduled_rate_reaches_the_optimizer(framework, data, monkeypatch):
     assert curves["lr"] == [0.0]
     for a, b in zip(start.layers, trained.layers):
         np.testing.assert_array_equal(a.weight, b.weight)
+
+
+def test_cosine_step_updates_the_rate_before_every_batch():
+    from helpers import small_dataset
+    from pipeline.train import TrainConfig, run_epochs
+    ds = small_dataset(n_train=1000, n_val=50, n_test=50)
+    rates = []
+    config = TrainConfig(epochs=2, batch_size=100, lr=1e-3, schedule="cosine-step")
+    run_epochs("fake", ds, config=config, seed=0, step=lambda x, y: (0.0, 0),
+               evaluate=lambda x, y: (0.0, 0.0), set_lr=rates.append, progress=False)
+    assert len(rates) == 2 + 20  # one per epoch start, one per batch (10 batches x 2 epochs)
+    assert rates[0] == 1e-3 and all(a >= b for a, b in zip(rates, rates[1:]))
+    assert rates[-1] < 0.05e-3
