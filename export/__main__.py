@@ -116,7 +116,7 @@ def import_source(model_path, root: Path, *, name: str, arch: str | None = None)
     """Describe a foreign network (pipeline.importers) and store it where prune_stage can read it."""
     from pipeline.importers import import_model
     from pipeline.model import save
-    if name in FRAMEWORKS or not name or "/" in name:
+    if name in FRAMEWORKS or name in (".", "..") or not name or "/" in name:  # one plain folder name
         raise fail("--name", f"{name!r} cannot name an imported model (pick another with --name)")
     model = import_model(model_path, arch=arch)
     model = model.with_layers(model.layers, framework="imported", name=name)
