@@ -1,0 +1,233 @@
+"""Issue 7 end to end: a network we did not train goes through `python -m export run --model`.
+
+Four MLPs of different shapes with non-ReLU activations are built and trained with plain
+framework code on scikit-learn's 8x8 digits (shipped with the package, no download), saved
+by the framework in each import format (ONNX, Keras .keras, PyTorch state_dict + --arch,
+TFLite), then pruned (weight, unit), shrunk, exported (ONNX, TFLite) and verified by the
+real CLI in a subprocess. Checked: exit 0, the k-dirs, the unit-k90 widths the pruning
+counts give, every manifest entry passed, and the dense k00 files score what the original
+file scores in its own framework/runtime on the same test split.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.labeled import load_split
+from pipeline.model import LEAKY_RELU_ALPHA, load
+from pipeline.prune import count_to_remove
+
+REPO = Path(__file__).resolve().parent.parent
+EPOCHS = 6  # ~95% on digits for every shape below; a few seconds per model
+METHODS, LEVELS, FORMATS = ("weight", "unit"), (0, 50, 90), ("onnx", "tflite")
+ACC_TOL = 0.005  # the k00 files are the same float32 network: only near-ties may flip
+
+
+def kname(k: int) -> str:
+    return f"k{k:02d}"
+
+
+# ---------------------------------------------------------------- data
+
+def write_digits(path: Path) -> Path:
+    """sklearn's digits as the .npz a user would hand over: x float32 [n, 64] in [0, 1], y int."""
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    np.savez(path, x=(d.data / 16.0).astype(np.float32), y=d.target.astype(np.int64))
+    return path
+
+
+# ---------------------------------------------------------------- plain framework code
+
+def torch_mlp(widths, act):
+    import torch
+    acts = {"tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid,
+            "leaky_relu": lambda: torch.nn.LeakyReLU(LEAKY_RELU_ALPHA)}
+    mods = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        mods += [torch.nn.Linear(a, b)] + ([acts[act]()] if i < len(widths) - 2 else [])
+    return torch.nn.Sequential(*mods)
+
+
+def train_torch(net, x, y, epochs=EPOCHS):
+    import torch
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: more threads only spin on a shared box
+    try:
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        for _ in range(epochs):
+            for idx in torch.randperm(len(xt)).split(64):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return net.eval()
+
+
+def train_keras(layers, x, y, *, logits=False, epochs=EPOCHS):
+    import keras
+    keras.utils.set_random_seed(0)
+    net = keras.Sequential([keras.Input((64,)), *layers])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=logits)
+    net.compile(optimizer=keras.optimizers.Adam(1e-2), loss=loss)
+    net.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+    return net
+
+
+def build_onnx(split, path: Path):
+    """64-48-24-10 tanh with a LogSoftmax output, written by torch's own ONNX exporter."""
+    import warnings
+
+    import torch
+    net = torch.nn.Sequential(*train_torch(torch_mlp([64, 48, 24, 10], "tanh"), split.x_train, split.y_train),
+                              torch.nn.LogSoftmax(dim=1)).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(2, 64),), str(path), dynamo=False, input_names=["x"],
+                          output_names=["y"], dynamic_axes={"x": {0: "n"}, "y": {0: "n"}})
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {"x": x})[0], None
+
+
+def build_keras(split, path: Path, widths=(40, 24)):
+    """Dense(sigmoid) then Dense + LeakyReLU(0.01) layer, softmax output, saved as .keras."""
+    import keras
+    L = keras.layers
+    net = train_keras([L.Dense(widths[0], activation="sigmoid"), L.Dense(widths[1]),
+                       L.LeakyReLU(negative_slope=LEAKY_RELU_ALPHA), L.Dense(10, activation="softmax")],
+                      split.x_train, split.y_train)
+    net.save(path)
+    return lambda x: np.asarray(net(x)), None
+
+
+def build_torch_state(split, path: Path):
+    """64-32-16-10 tanh: a bare state_dict, so the CLI needs --arch."""
+    import torch
+    net = train_torch(torch_mlp([64, 32, 16, 10], "tanh"), split.x_train, split.y_train)
+    torch.save(net.state_dict(), path)
+
+    def run(x):
+        with torch.no_grad():
+            return net(torch.from_numpy(x)).numpy()
+    return run, "64-32-16-10:tanh"
+
+
+def build_tflite(split, path: Path):
+    """A Keras 64-32-10 sigmoid network (logits out) converted by TensorFlow's own TFLite converter."""
+    import keras
+    import tensorflow as tf
+    net = train_keras([keras.layers.Dense(32, activation="sigmoid"), keras.layers.Dense(10)],
+                      split.x_train, split.y_train, logits=True)
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(net).convert())
+    from ai_edge_litert.interpreter import Interpreter
+
+    def run(x):
+        interp = Interpreter(model_path=str(path))
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+        interp.resize_tensor_input(inp["index"], [len(x), 64])
+        interp.allocate_tensors()
+        interp.set_tensor(inp["index"], x)
+        interp.invoke()
+        return interp.get_tensor(out["index"])
+    return run, None
+
+
+# name -> (file name, builder, widths of the imported model)
+CASES = {
+    "onnx": ("digits_tanh.onnx", build_onnx, (64, 48, 24, 10)),
+    "keras": ("digits_sig_leaky.keras", build_keras, (64, 40, 24, 10)),
+    "torch-state": ("digits_tanh.pt", build_torch_state, (64, 32, 16, 10)),
+    "tflite": ("digits_sigmoid.tflite", build_tflite, (64, 32, 10)),
+}
+
+
+def run_export(model: Path, data: Path, root: Path, arch: str | None = None):
+    cmd = [sys.executable, "-m", "export", "run", "--model", str(model), "--data", str(data),
+           "--methods", ",".join(METHODS), "--levels", ",".join(map(str, LEVELS)),
+           "--formats", ",".join(FORMATS), "--root", str(root), "--jobs", "1"]
+    if arch:
+        cmd += ["--arch", arch]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+# ---------------------------------------------------------------- the test
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory):
+    path = write_digits(tmp_path_factory.mktemp("data") / "digits.npz")
+    return path, load_split(path)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_foreign_mlp_is_pruned_shrunk_exported_and_verified(case, digits, tmp_path):
+    data, split = digits
+    file_name, build, widths = CASES[case]
+    model_path = tmp_path / file_name
+    original, arch = build(split, model_path)
+    original_acc = float(np.mean(np.argmax(original(split.x_test), axis=1) == split.y_test))
+    assert original_acc > 0.85, "the foreign network should be trained, not random"
+
+    root = tmp_path / "art"
+    proc = run_export(model_path, data, root, arch)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    stem, n_files = model_path.stem, len(METHODS) * len(LEVELS) * (1 + len(FORMATS))
+    assert f"{n_files} files: {n_files} passed, 0 failed" in proc.stdout, proc.stdout[-2000:]
+
+    base = root / "export" / stem
+    for method in METHODS:
+        for k in LEVELS:
+            assert (base / method / kname(k) / "model.npz").is_file(), f"{method}/{kname(k)} missing"
+    assert load(base / "weight" / kname(0) / "model.npz").widths == list(widths)
+
+    # unit k90: round(90%) of each hidden layer's units removed (at least one kept), then shrunk
+    expected = [widths[0]] + [n - min(count_to_remove(n, 90), n - 1) for n in widths[1:-1]] + [widths[-1]]
+    shrunk = load(base / "unit" / kname(90) / "model.npz")
+    assert shrunk.widths == expected and shrunk.meta["physical"] == "shrunk"
+
+    manifest = json.loads((root / "export" / "manifest.json").read_text())
+    assert manifest["config"]["n_test"] == len(split.y_test)
+    entries = [e for e in manifest["files"] if e["path"].startswith(f"{stem}/")]
+    got = {(e["method"], e["sparsity"], e["format"]) for e in entries}
+    want = {(m, float(k), f) for m in METHODS for k in LEVELS for f in ("npz", "onnx", "tflite")}
+    assert got == want
+    failed = [(e["path"], e["verify"]["reason"]) for e in entries if e["verify"]["status"] != "passed"]
+    assert not failed
+    for e in entries:
+        if e["format"] != "npz" and e["sparsity"] == 0.0:
+            assert abs(e["accuracy"] - original_acc) <= ACC_TOL, (e["path"], e["accuracy"], original_acc)
+
+
+# ---------------------------------------------------------------- the CLI's refusals (in process, cheap)
+
+@pytest.mark.parametrize("name", ["..", ".", "torch", "a/b"])
+def test_name_must_be_one_plain_folder(name, tmp_path):
+    from export.__main__ import import_source
+    from pipeline.errors import PrunedgeError
+    with pytest.raises(PrunedgeError, match="--name"):
+        import_source(tmp_path / "never-read.onnx", tmp_path, name=name)
+    assert not any(tmp_path.iterdir())
+
+
+def test_data_with_more_classes_than_the_model_is_one_line(tmp_path, capsys):
+    import torch
+    torch.save(torch_mlp([64, 8, 10], "tanh").state_dict(), tmp_path / "tiny.pt")
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "twelve.npz", x=rng.random((60, 64), dtype=np.float32), y=np.arange(60) % 12)
+    from export.__main__ import main
+    code = main(["run", "--model", str(tmp_path / "tiny.pt"), "--arch", "64-8-10:tanh", "--data",
+                 str(tmp_path / "twelve.npz"), "--methods", "weight", "--levels", "0", "--formats", "onnx",
+                 "--root", str(tmp_path / "art"), "--jobs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err[-1].startswith("error: ") and "twelve.npz" in err[-1], err
+    assert "Traceback" not in "\n".join(err)
