@@ -206,8 +206,24 @@ def cmd_run(args) -> int:
                       strict=args.strict)
     config = _config(args, data, options, frameworks=list(trained), methods=methods, levels=levels,
                      formats=formats, jobs=jobs)
-    write_manifest(export_root, [e for r in records for e in r["files"]], config=config)
+    fresh_entries = [e for r in records for e in r["files"]]
+    write_manifest(export_root, _earlier_entries(export_root, kdirs) + fresh_entries, config=config)
     return _finish(export_root, records, time.perf_counter() - start, args.strict)
+
+
+def _earlier_entries(export_root: Path, kdirs: list[Path]) -> list[dict]:
+    """Entries of an earlier run for k-dirs this run did not touch (another model, method or
+    level), kept while their file is still there, so one manifest lists everything on disk."""
+    from export.manifest import load_manifest
+    if not (export_root / "manifest.json").is_file():
+        return []
+    touched = {Path(k).resolve() for k in kdirs}
+    try:
+        earlier = load_manifest(export_root)["files"]
+    except PrunedgeError:
+        return []  # unreadable: this run's entries replace it
+    return [e for e in earlier if (export_root / e["path"]).parent.resolve() not in touched
+            and (export_root / e["path"]).is_file()]
 
 
 def cmd_verify(args) -> int:

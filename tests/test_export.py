@@ -365,3 +365,17 @@ def test_cli_run_chain_with_pool_then_skips(tmp_path, monkeypatch, capsys, x):
     assert manifest["config"]["levels"] == [0.0, 50.0] and check_manifest(tmp_path / "export") == []
     assert cli.main(argv[:-1] + ["1"]) == 0
     assert "0 k-dirs processed, 4 up to date" in capsys.readouterr().out
+
+
+def test_manifest_keeps_entries_of_kdirs_a_run_did_not_touch(tmp_path, monkeypatch, capsys, x):
+    """An import run (or a run narrowed with --methods/--levels) must not drop what is on disk."""
+    from export import __main__ as cli
+    src = save(random_model(WIDTHS, seed=3), tmp_path / "trained" / "model.npz")
+    monkeypatch.setattr(cli, "sources", lambda args: {"random": src})
+    monkeypatch.setattr(cli, "eval_data", lambda args, model_npz=None: _data(x, random_model(WIDTHS, seed=3)))
+    base = ["run", "--root", str(tmp_path), "--levels", "0", "--formats", "onnx", "--jobs", "1"]
+    assert cli.main(base + ["--methods", "weight"]) == 0
+    assert cli.main(base + ["--methods", "unit"]) == 0
+    paths = {e["path"] for e in load_manifest(tmp_path / "export")["files"]}
+    assert {"random/weight/k00/model.onnx", "random/unit/k00/model.onnx"} <= paths
+    assert check_manifest(tmp_path / "export") == []
