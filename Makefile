@@ -6,13 +6,16 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA_DIR ?= $(or $(PRUNEDGE_DATA),/usr/share/datasets/fashion-mnist)
 export PRUNEDGE_DATA := $(DATA_DIR)
-# Optional user inputs: MODEL/DATA/ARCH (import a trained network; ARCH for .pt state_dicts), FORMAT, SEEDS, DEVICE_RESULTS.
+# Optional user inputs: MODEL/DATA/ARCH (import a trained network; ARCH for .pt state_dicts), FORMAT, SEEDS,
+# DEVICE_RESULTS, QUICK=1 (bench smoke test), BENCH_ARGS (e.g. "--framework torch --method weight,unit").
 MODEL ?=
 DATA ?=
 ARCH ?=
 FORMAT ?=
 SEEDS ?=
 DEVICE_RESULTS ?=
+QUICK ?=
+BENCH_ARGS ?=
 
 .PHONY: all setup data train prune export bench report bundle test test-arm64 clean help
 
@@ -50,7 +53,7 @@ export: setup $(if $(MODEL),,data)
 	$(PY) -m export run $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA)) $(if $(ARCH),--arch '$(ARCH)')
 
 bench: setup
-	$(PY) -m bench run $(if $(MODEL),--model $(MODEL))
+	$(PY) -m bench run $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 report: setup
 	$(PY) -m bench report --seeds $(or $(SEEDS),3) $(if $(DEVICE_RESULTS),--device-results $(DEVICE_RESULTS))
