@@ -92,6 +92,9 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--strict", action="store_true", help="stop at the first failed measurement")
     p.add_argument("--timeout", type=float, default=900.0, help="seconds per child process (default: %(default)s)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--append", action="store_true",
+                   help="keep rows of an earlier results.json in --out for artifacts not measured now "
+                        "(a sweep in parts)")
     return p
 
 
@@ -131,12 +134,14 @@ def check_inputs(config) -> None:
 
 
 def run_main(argv: list[str]) -> int:
-    from bench.sweep import BenchFailure, sweep, write_results
+    from bench.sweep import BenchFailure, merge_earlier, sweep, write_results
     args = run_parser().parse_args(argv)
     try:
         config = config_from_args(args)
         check_inputs(config)
         results = sweep(config, progress=not args.no_progress)
+        if args.append:
+            results = merge_earlier(results, config.out)
         csv_path, json_path = write_results(results, config.out)
     except PrunedgeError as e:
         print(f"error: {e}", file=sys.stderr)

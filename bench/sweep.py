@@ -349,6 +349,23 @@ def to_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def merge_earlier(results: dict, out: Path) -> dict:
+    """`results` plus the rows of an earlier results.json in `out` for artifacts this run did not
+    measure (`bench run --append`: a sweep in parts); the earlier configs are kept in order."""
+    path = Path(out) / "results.json"
+    if not path.is_file():
+        return results
+    try:
+        earlier = json.loads(path.read_text())
+        rows = list(earlier["rows"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise fail(path, f"cannot append to it ({e})") from None
+    measured = {r["artifact"] for r in results["rows"]}
+    kept = [r for r in rows if r.get("artifact") not in measured]
+    runs = earlier.get("earlier_runs", []) + [earlier.get("config")]
+    return {**results, "rows": kept + results["rows"], "earlier_runs": runs}
+
+
 def write_results(results: dict, out: Path) -> tuple[Path, Path]:
     """results.csv (COLUMNS, in order) and results.json, both atomically."""
     out = Path(out)

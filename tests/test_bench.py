@@ -430,3 +430,16 @@ def test_peak_rss_is_per_process_not_inherited_from_the_parent():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
     assert 1.0 < float(out) < 150.0
+
+
+def test_append_keeps_rows_of_artifacts_not_measured_again(tmp_path):
+    from bench.sweep import merge_earlier, write_results
+    first = {"config": {"part": 1}, "rows": [{"artifact": "a/k00/model.onnx", "p50_us": 1.0},
+                                             {"artifact": "b/k00/model.onnx", "p50_us": 2.0}]}
+    write_results(first, tmp_path)
+    second = {"config": {"part": 2}, "rows": [{"artifact": "b/k00/model.onnx", "p50_us": 3.0}]}
+    merged = merge_earlier(second, tmp_path)
+    assert [(r["artifact"], r["p50_us"]) for r in merged["rows"]] == [
+        ("a/k00/model.onnx", 1.0), ("b/k00/model.onnx", 3.0)]
+    assert merged["config"] == {"part": 2} and merged["earlier_runs"] == [{"part": 1}]
+    assert merge_earlier(second, tmp_path / "none") is second
