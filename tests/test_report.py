@@ -299,3 +299,18 @@ def test_batch_and_threads_select_the_latency_rows(tmp_path):
     assert "16.16 ms" in text.split("## Recommendation")[0], "dense p50 at batch 64 in the speed table"
     assert "(batch 1, 1 thread):** tf: 34.00×" in text, "targets stay at batch 1"
     assert report.main(["--root", str(root), "--threads", "0"]) == 2
+
+
+def test_methods_section_puts_fine_tuned_next_to_one_shot():
+    from types import SimpleNamespace
+    from bench.report_methods import methods_section
+    files = [{"format": "npz", "framework": "torch", "method": m, "sparsity": k, "accuracy": acc}
+             for m, k, acc in [("weight", 0, 0.90), ("weight", 90, 0.55), ("weight-ft", 0, 0.90),
+                               ("weight-ft", 90, 0.895), ("unit", 0, 0.90), ("unit", 90, 0.17)]]
+    lines = methods_section(SimpleNamespace(manifest={"files": files}), None, {}, SimpleNamespace(tolerance=1.0))
+    text = "\n".join(lines)
+    assert "| sparsity | weight | weight-ft | unit |" in text
+    assert "| 90% | 55.00% | 89.50% | 17.00% |" in text
+    assert "| **within 1 pt up to** | **0%** | **90%** | **0%** |" in text
+    empty = methods_section(SimpleNamespace(manifest={}), None, {}, SimpleNamespace(tolerance=1.0))
+    assert "Not available" in "\n".join(empty)
