@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from importlib import metadata
 
 # Distribution names (not module names): reading their metadata imports nothing heavy.
 PACKAGES = ("numpy", "scipy", "torch", "tensorflow-cpu", "tensorflow", "keras", "onnx",
@@ -31,13 +30,8 @@ def usable_cores() -> int:
 
 
 def versions() -> dict[str, str]:
-    out = {}
-    for name in PACKAGES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return out
+    from pipeline.versions import installed
+    return installed(PACKAGES)
 
 
 def blas() -> list[dict]:

@@ -21,14 +21,8 @@ PROVENANCE = ("seed", "train", "data_sha256", "include_output", "source", "sourc
 
 
 def library_versions() -> dict:
-    from importlib import metadata
-    versions = {"python": platform.python_version()}
-    for name in LIBRARIES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    from pipeline.versions import installed
+    return {"python": platform.python_version(), **installed(LIBRARIES)}
 
 
 def file_entry(root: Path, path: Path, *, name: str, format: str, variant: str, runtime: str, meta: dict,
