@@ -16,6 +16,8 @@ from tqdm import tqdm
 from pipeline import model as model_io
 from pipeline.fileio import sha256_file, write_json
 from pipeline.prune import LEVELS, prune
+from pipeline.shrink import shrink
+from pipeline.sparse import to_csr
 from pipeline.errors import fail
 
 STAMP = ".stage.json"
@@ -83,19 +85,9 @@ def physical(model: model_io.Model) -> model_io.Model:
     return PHYSICAL.get(method.removesuffix(FT_SUFFIX), lambda m: m)(model)
 
 
-def _shrink(model):
-    from pipeline.shrink import shrink
-    return shrink(model)
-
-
-def _csr(model):
-    from pipeline.sparse import to_csr
-    return to_csr(model)
-
-
 # Base method name -> how its pruning is made physical (others, e.g. lowrank, stay dense).
-PHYSICAL = {"unit": _shrink, "weight": _csr, "block": _csr, "block16": _csr, "block-l1": _csr,
-            "nm": _csr, "balanced": _csr}
+PHYSICAL = {"unit": shrink, "weight": to_csr, "block": to_csr, "block16": to_csr, "block-l1": to_csr,
+            "nm": to_csr, "balanced": to_csr}
 
 
 FT_SUFFIX = "-ft"

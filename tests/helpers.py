@@ -35,3 +35,22 @@ def small_dataset(n_train: int = 2000, n_val: int = 500, n_test: int = 1000):
         x = np.clip(prototypes[y] + rng.normal(0, 0.3, (n, 784)), 0, 1).astype(np.float32)
         return x, y.astype(np.int64)
     return Dataset(*split(n_train), *split(n_val), *split(n_test), sha256="synthetic")
+
+
+def train_torch(net, x, y, epochs: int):
+    """Plain PyTorch training of a small net (seeded Adam, batch 64) for import tests."""
+    import torch
+    torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny batches: extra threads only spin on a shared 2-core box
+    try:
+        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+        for _ in range(epochs):
+            for idx in torch.randperm(len(xt)).split(64):
+                opt.zero_grad()
+                torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return net.eval()

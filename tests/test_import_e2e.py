@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import helpers
 from pipeline.labeled import load_split
 from pipeline.model import LEAKY_RELU_ALPHA, load
 from pipeline.prune import count_to_remove
@@ -56,21 +57,7 @@ def torch_mlp(widths, act):
 
 
 def train_torch(net, x, y, epochs=EPOCHS):
-    import torch
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches: more threads only spin on a shared box
-    try:
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        for _ in range(epochs):
-            for idx in torch.randperm(len(xt)).split(64):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
-                opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    return net.eval()
+    return helpers.train_torch(net, x, y, epochs)
 
 
 def train_keras(layers, x, y, *, logits=False, epochs=EPOCHS):

@@ -13,6 +13,7 @@ import os
 import numpy as np
 import pytest
 
+import helpers
 from pipeline import model as m
 from pipeline.errors import PrunedgeError
 from pipeline.importers import apply_output_transform, detect_format, import_model
@@ -198,21 +199,7 @@ def torch_sequential(widths, act):
 
 
 def train_torch(net, x, y, epochs=EPOCHS):
-    import torch
-    torch.manual_seed(0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny batches: extra threads only spin on a shared 2-core box
-    try:
-        opt = torch.optim.Adam(net.parameters(), lr=1e-2)
-        xt, yt = torch.from_numpy(x), torch.from_numpy(y)
-        for _ in range(epochs):
-            for idx in torch.randperm(len(xt)).split(64):
-                opt.zero_grad()
-                torch.nn.functional.cross_entropy(net(xt[idx]), yt[idx]).backward()
-                opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    return net.eval()
+    return helpers.train_torch(net, x, y, epochs)
 
 
 def torch_out(net, x):
