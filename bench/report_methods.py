@@ -1,4 +1,4 @@
-"""Report section: every pruning method side by side, one-shot next to fine-tuned.
+"""Report section: every pruning method side by side, one-shot next to its fine-tuned forms.
 
 Accuracy comes from the export manifest (the numpy reference of each model.npz on the
 full test set, seed 0), so the section covers every method `make export` produced,
@@ -7,22 +7,24 @@ from __future__ import annotations
 
 from bench import analysis
 from bench.report_inputs import as_percent, manifest_accuracy
+from pipeline.stages import TUNINGS, base_method
 
 
 def _order(methods) -> list[str]:
-    """One-shot method, then its fine-tuned twin; weight and unit first."""
+    """One-shot method, then its fine-tuned forms (-ft, -gp); weight and unit first."""
     first = {"weight": 0, "unit": 1}  # the challenge's two methods lead
-    bases = sorted({m.removesuffix("-ft") for m in methods}, key=lambda m: (first.get(m, 2), m))
-    return [m for b in bases for m in (b, b + "-ft") if m in methods]
+    bases = sorted({base_method(m) for m in methods}, key=lambda m: (first.get(m, 2), m))
+    return [m for b in bases for m in (b, *(b + t for t in TUNINGS)) if m in methods]
 
 
 def methods_section(inp, d, figs, cfg) -> list[str]:
-    lines = ["## Every method side by side: one-shot and fine-tuned", ""]
+    lines = ["## Every method side by side: one-shot, fine-tuned and gradual", ""]
     by_key = analysis.curves(as_percent(manifest_accuracy(inp.manifest)))
     if not by_key:
         return lines + ["Not available: no export manifest (run `make export`).", ""]
     lines += ["Test accuracy of each stored model (numpy reference, 10,000 images, seed 0); "
-              "`-ft` = the same pruning pattern fine-tuned with the mask fixed.", ""]
+              "`-ft` = pruned once, then fine-tuned with the mask fixed; `-gp` = gradual: each level "
+              "prunes the previous level's fine-tuned model further, then fine-tunes.", ""]
     for framework in sorted({fw for fw, _ in by_key}):
         methods = _order({m for fw, m in by_key if fw == framework})
         points = {m: {p.sparsity: p.mean for p in by_key[(framework, m)]} for m in methods}

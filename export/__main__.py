@@ -23,8 +23,11 @@ from pipeline.errors import PrunedgeError, fail
 FRAMEWORKS = ("torch", "tf")
 # The challenge's two one-shot methods, then what makes pruning pay at run time (issue 5):
 # 1x4 blocks (LiteRT fp32 sparse kernel), 1x16 blocks (its int8 kernel), low-rank, and the
-# fine-tuned versions that keep accuracy at high sparsity.
-DEFAULT_METHODS = ("weight", "unit", "block", "block16", "lowrank", "weight-ft", "unit-ft", "block-ft")
+# gradually pruned versions that keep accuracy at high sparsity. Gradual (-gp) replaced one-shot
+# + fine-tune (-ft) in the default: same epochs per level, better at every high level measured
+# (torch weight 95%: 89.05 vs 88.5%; block 95%: 88.4 vs 87.3%); -ft stays available.
+DEFAULT_METHODS = ("weight", "unit", "block", "block16", "lowrank",
+                   "weight-gp", "unit-gp", "block-gp", "block16-gp")
 
 
 # ------------------------------------------------------------------ option parsing
@@ -317,7 +320,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frameworks", default="all", help="torch, tf, or all (default)")
     p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
                    help=f"pruning methods (default {','.join(DEFAULT_METHODS)}; "
-                        "'-ft' = fine-tuned with the mask fixed; also block-l1, nm, balanced)")
+                        "'-ft' = pruned once then fine-tuned with the mask fixed, '-gp' = gradual, each level "
+                        "pruned from the previous one and fine-tuned; also block-l1, nm, balanced)")
     p.add_argument("--levels", default=None, help="sparsity percents (default 0,25,50,60,70,80,90,95,97,99)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--epochs", type=int, default=None, help="override the training epochs (quick runs)")

@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prune", help="prune trained models at every level; shrink (unit) or CSR (weight)")
     common(p)
     p.add_argument("--methods", default="weight,unit", help="comma-separated methods (default weight,unit); also block, block16, "
-                   "lowrank, nm, balanced, and any of them + '-ft' (fine-tuned with the mask fixed)")
+                   "lowrank, nm, balanced, and any of them + '-ft' (pruned once, then fine-tuned with the mask "
+                   "fixed) or + '-gp' (gradual: each level prunes the previous level's fine-tuned model)")
     p.add_argument("--levels", default=None, help="comma-separated sparsity percents in [0, 100) "
                                                   "(default 0,25,50,60,70,80,90,95,97,99)")
     p.add_argument("--include-output", action="store_true", help="weight-prune the output layer too")

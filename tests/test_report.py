@@ -305,12 +305,13 @@ def test_methods_section_puts_fine_tuned_next_to_one_shot():
     from types import SimpleNamespace
     from bench.report_methods import methods_section
     files = [{"format": "npz", "framework": "torch", "method": m, "sparsity": k, "accuracy": acc}
-             for m, k, acc in [("weight", 0, 0.90), ("weight", 90, 0.55), ("weight-ft", 0, 0.90),
-                               ("weight-ft", 90, 0.895), ("unit", 0, 0.90), ("unit", 90, 0.17)]]
+             for m, k, acc in [("weight-gp", 0, 0.90), ("weight-gp", 90, 0.897), ("weight", 0, 0.90),
+                               ("weight", 90, 0.55), ("weight-ft", 0, 0.90), ("weight-ft", 90, 0.895),
+                               ("unit", 0, 0.90), ("unit", 90, 0.17)]]
     lines = methods_section(SimpleNamespace(manifest={"files": files}), None, {}, SimpleNamespace(tolerance=1.0))
     text = "\n".join(lines)
-    assert "| sparsity | weight | weight-ft | unit |" in text
-    assert "| 90% | 55.00% | 89.50% | 17.00% |" in text
-    assert "| **within 1 pt up to** | **0%** | **90%** | **0%** |" in text
+    assert "| sparsity | weight | weight-ft | weight-gp | unit |" in text
+    assert "| 90% | 55.00% | 89.50% | 89.70% | 17.00% |" in text
+    assert "| **within 1 pt up to** | **0%** | **90%** | **90%** | **0%** |" in text
     empty = methods_section(SimpleNamespace(manifest={}), None, {}, SimpleNamespace(tolerance=1.0))
     assert "Not available" in "\n".join(empty)

@@ -3,6 +3,7 @@ import numpy as np
 
 from helpers import SMALL_WIDTHS, real_test_slice
 from pipeline import model as m
+from pipeline.fileio import sha256_file
 from pipeline.prune import prune
 from pipeline.shrink import shrink
 from pipeline.stages import fresh, level_dir, mark, prune_stage
@@ -58,7 +59,43 @@ def test_fine_tuned_methods_keep_their_pattern(tmp_path):
     assert [l.nnz for l in tuned.layers] == [l.nnz for l in one_shot.layers]
     assert not np.array_equal(tuned.layers[0].dense_weight(), one_shot.layers[0].dense_weight())
     assert m.load(paths[5]).widths == [784, 6, 3, 10]  # unit-ft at 80% is shrunk like unit
-    assert split_method("block-ft") == ("block", True)
+    assert split_method("block-ft") == ("block", "-ft")
+    assert split_method("block16-gp") == ("block16", "-gp") and split_method("unit") == ("unit", "")
+
+
+def test_gradual_methods_chain_through_the_ladder(tmp_path):
+    """A gradual level starts from the previous level's fine-tuned model: its pattern contains the
+    previous level's, it differs from one-shot + fine-tune, and the levels below are filled in."""
+    from helpers import small_dataset
+    trained = m.save(m.random_model([784, 32, 16, 10], seed=3, method="dense"), tmp_path / "t.npz")
+    ds = small_dataset(n_train=300, n_val=100, n_test=100)
+    paths = prune_stage(trained, framework="torch", methods=("weight-gp", "weight-ft"), levels=(0, 95),
+                        out_root=tmp_path / "export", dataset=ds, ft_epochs=1)
+    gp = [p for p in paths if "weight-gp" in str(p)]
+    assert [p.parent.name for p in gp] == ["k00", "k25", "k50", "k60", "k70", "k80", "k90", "k95"]
+    assert len(paths) == len(gp) + 2  # -ft stays at the levels asked for
+    k90, k95 = (m.load(p.parent / ".masked.npz") for p in gp[-2:])
+    assert k95.meta["gradual_from"] == 90.0 and k95.meta["method"] == "weight-gp"
+    for a, b in zip(k90.layers[:-1], k95.layers[:-1]):
+        assert not np.any(b.weight[a.weight == 0]), "a weight pruned at 90% came back at 95%"
+    assert [l.nnz for l in m.load(gp[-1]).layers] == [l.nnz for l in m.load(paths[-1]).layers]
+    assert not np.array_equal(m.load(gp[-1]).layers[0].dense_weight(), m.load(paths[-1]).layers[0].dense_weight())
+    mtimes = [p.stat().st_mtime_ns for p in gp]  # a re-run redoes nothing ...
+    prune_stage(trained, framework="torch", methods=("weight-gp",), levels=(0, 95),
+                out_root=tmp_path / "export", dataset=ds, ft_epochs=1)
+    assert [p.stat().st_mtime_ns for p in gp] == mtimes
+    masked90 = gp[-2].parent / ".masked.npz"
+    good = masked90.read_bytes()
+    masked90.write_bytes(b"x")  # a tampered level is redone, byte for byte, so 95% stays valid
+    prune_stage(trained, framework="torch", methods=("weight-gp",), levels=(0, 95),
+                out_root=tmp_path / "export", dataset=ds, ft_epochs=1)
+    assert [p.stat().st_mtime_ns != t for p, t in zip(gp, mtimes)] == [False] * 6 + [True, False]
+    assert masked90.read_bytes() == good
+    stamp95 = gp[-1].parent / ".stage.json"
+    stamp95.write_text(stamp95.read_text().replace(sha256_file(masked90), "0" * 64))
+    prune_stage(trained, framework="torch", methods=("weight-gp",), levels=(0, 95),
+                out_root=tmp_path / "export", dataset=ds, ft_epochs=1)
+    assert gp[-1].stat().st_mtime_ns != mtimes[-1]  # a level whose start differs is redone
 
 
 def test_unknown_method_is_refused(tmp_path):
@@ -67,3 +104,5 @@ def test_unknown_method_is_refused(tmp_path):
     trained = m.save(m.random_model([784, 8, 10], seed=3), tmp_path / "t.npz")
     with pytest.raises(PrunedgeError, match="method: unknown method 'bogus-ft'"):
         prune_stage(trained, framework="torch", methods=("bogus-ft",), out_root=tmp_path / "e")
+    with pytest.raises(PrunedgeError, match="lowrank changes the layer structure"):
+        prune_stage(trained, framework="torch", methods=("lowrank-gp",), out_root=tmp_path / "e")
