@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import sys
 import time
@@ -183,6 +184,25 @@ def _config(args, data, options, **extra) -> dict:
             "fp32_atol": FP32_ATOL, "min_agreement": MIN_AGREEMENT, **extra}
 
 
+def layer_timings(kdirs: list[Path], export_root: Path, formats: list[str], data, *, remeasure: bool):
+    """The per-layer timings the auto formats choose from: measured here, in this process before
+    the pool starts (so nothing else competes for the cores), for layers not timed before."""
+    from export import tflite_auto
+    from export.formats import FORMATS
+    from pipeline.model import load
+    rows = [FORMATS[name] for name in formats if FORMATS[name].reads_timings]
+    if not rows:
+        return None
+    path = export_root / tflite_auto.TIMINGS_FILE
+    table = tflite_auto.empty_table() if remeasure else tflite_auto.load_table(path)
+    before = json.dumps(table, sort_keys=True)
+    models = [m for m in (load(k / "model.npz") for k in kdirs) if any(f.applies_to(m) for f in rows)]
+    table = tflite_auto.measure_missing(models, table, data.x_check[:256])
+    if json.dumps(table, sort_keys=True) != before:
+        tflite_auto.save_table(path, table)
+    return table
+
+
 def cmd_run(args) -> int:
     from export.formats import ExportOptions, select
     from export.manifest import write_manifest
@@ -204,7 +224,8 @@ def cmd_run(args) -> int:
         paths = prune_stage(npz, framework=framework, methods=methods, levels=levels, out_root=export_root,
                             dataset=training_data(args))
         kdirs += [p.parent for p in paths]
-    options = ExportOptions(calibration=data.x_calibration)
+    timings = layer_timings(kdirs, export_root, formats, data, remeasure=args.remeasure)
+    options = ExportOptions(calibration=data.x_calibration, layer_timings=timings)
     records = process(kdirs, root=export_root, formats=formats, options=options, data=data, jobs=jobs,
                       strict=args.strict)
     config = _config(args, data, options, frameworks=list(trained), methods=methods, levels=levels,
@@ -323,6 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'-ft' = pruned once then fine-tuned with the mask fixed, '-gp' = gradual, each level "
                         "pruned from the previous one and fine-tuned; also block-l1, nm, balanced)")
     p.add_argument("--levels", default=None, help="sparsity percents (default 0,25,50,60,70,80,90,95,97,99)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="time every layer again for the auto formats (default: reuse export/layer_timings.json)")
     p.add_argument("--seed", type=int, default=0, help="training seed (default 0)")
     p.add_argument("--epochs", type=int, default=None, help="override the training epochs (quick runs)")
     p.add_argument("--model", default=None, help="import this trained network instead of training (see README)")

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from export import onnx_format, onnx_quant, tflite_block, tflite_format
+from export import onnx_format, onnx_quant, tflite_auto, tflite_block, tflite_format
 from pipeline.errors import fail
 from pipeline.model import Model
 
@@ -26,6 +26,7 @@ class ExportOptions:
     opset: int = onnx_format.OPSET  # 21: run by onnxruntime >= 1.20, so older device builds load it too
     calibration: np.ndarray | None = None  # float32 [n, in] training images for int8-full (a few hundred)
     quiet: bool = True  # swallow converter chatter on stdout/stderr (kept for error messages)
+    layer_timings: dict | None = None  # export.tflite_auto's measured table (the auto rows choose from it)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,6 +42,8 @@ class ExportFormat:
     delegates: tuple = (None,)  # tried in order by verify; the first that passes ships
     notes: str = ""
     when: Callable[[Model], bool] | None = None  # extra applicability test (e.g. block structure)
+    details: Callable[[Path], dict] | None = None  # extra manifest fields read from the written file
+    reads_timings: bool = False  # chooses from options.layer_timings (which then joins its export stamp)
 
     def applies_to(self, model: Model) -> bool:
         return (self.kinds is None or physical_kind(model) in self.kinds) and (self.when is None or self.when(model))
@@ -76,6 +79,14 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  precision="reduced", export=tflite_block.export_block_int8, kinds=CSR,
                  when=partial(tflite_block.is_block_structured, size=16), **_tfl,
                  notes="1x16 block-sparse int8 weights (hybrid sparse kernel); ops marked so XNNPACK declines them"),
+    ExportFormat(name="tflite-auto", suffix="model.auto.tflite", variant="auto", precision="fp32",
+                 export=partial(tflite_auto.export, allow_int8=False), kinds=CSR, when=tflite_auto.applies,
+                 details=tflite_auto.layer_formats, reads_timings=True, **_tfl,
+                 notes="per layer the fastest float32 format measured here: dense or 1x4 block-sparse"),
+    ExportFormat(name="tflite-auto-int8", suffix="model.auto-int8.tflite", variant="auto-int8", precision="reduced",
+                 export=partial(tflite_auto.export, allow_int8=True), kinds=CSR, when=tflite_auto.applies,
+                 details=tflite_auto.layer_formats, reads_timings=True, **_tfl,
+                 notes="per layer the fastest format measured here: dense, block-sparse, int8 or int8 block-sparse"),
 )}
 
 # The k-dir's own description: listed in the manifest and checked through the same path.

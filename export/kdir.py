@@ -29,9 +29,15 @@ def _reason(error: Exception) -> str:
     return text if isinstance(error, PrunedgeError) else f"{type(error).__name__}: {text}"[:400]
 
 
-def stamp_key(kdir: Path, formats, options: F.ExportOptions, data: EvalData) -> dict:
+def stamp_key(kdir: Path, formats, options: F.ExportOptions, data: EvalData, model=None) -> dict:
     calibration = options.calibration
+    extra = {}
+    if any(f.reads_timings for f in formats):  # the timing rows this model's auto choice reads
+        from export.tflite_auto import timings_for
+        extra["layer_timings"] = timings_for(model if model is not None else load(Path(kdir) / "model.npz"),
+                                             options.layer_timings)
     return {
+        **extra,
         "stage": "export", "model": sha256_file(Path(kdir) / "model.npz"),
         "formats": [f.name for f in formats], "opset": options.opset,
         "calibration": None if calibration is None else sha256_bytes(np.ascontiguousarray(calibration).tobytes()),
@@ -81,6 +87,7 @@ def _one(kdir, root, fmt, model, reference, options, data, threads, strict, reex
         return file_entry(root, path, **common, verify=missing)
     try:
         ops, runs_sparse = F.INSPECT[fmt.format](path)
+        details = fmt.details(path) if fmt.details else {}
         outcome = verify_file(path, fmt, reference, data, threads=threads)
     except Exception as e:
         if strict:
@@ -91,7 +98,7 @@ def _one(kdir, root, fmt, model, reference, options, data, threads, strict, reex
         raise PrunedgeError(f"{path}: verification failed: {outcome.verify['reason']}")
     return file_entry(root, path, **common, delegate=outcome.delegate, verify=outcome.verify,
                       accuracy=outcome.accuracy, ops=ops, runs_sparse=runs_sparse,
-                      export_seconds=export_seconds, verify_seconds=round(outcome.seconds, 3))
+                      export_seconds=export_seconds, verify_seconds=round(outcome.seconds, 3), **details)
 
 
 def process_kdir(kdir: Path, *, root: Path, formats, options: F.ExportOptions, data: EvalData,
@@ -101,7 +108,8 @@ def process_kdir(kdir: Path, *, root: Path, formats, options: F.ExportOptions, d
     from pipeline.stages import fresh, mark
 
     kdir = Path(kdir)
-    key = stamp_key(kdir, F.for_model(load(kdir / "model.npz"), formats), options, data)
+    model = load(kdir / "model.npz")
+    key = stamp_key(kdir, F.for_model(model, formats), options, data, model)
     if fresh(kdir / STAMP, key):
         record = json.loads((kdir / RESULTS).read_text())
         return {**record, "skipped": True}

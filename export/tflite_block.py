@@ -296,16 +296,20 @@ def export_mixed(model: Model, out_path: Path, options=None) -> Path:
 
 # ---------------------------------------------------------------- rows of export.formats.FORMATS
 
+def is_block_layer(weight: np.ndarray, size: int) -> bool:
+    """True when every group of `size` consecutive input weights of an output unit is all zero or
+    all nonzero (the last group may be short): the pattern LiteRT's 1x`size` kernel keeps sparse."""
+    pad = (-weight.shape[0]) % size
+    nz = np.pad(weight != 0, ((0, pad), (0, 0))).reshape(-1, size, weight.shape[1])
+    present = np.pad(np.ones(weight.shape, bool), ((0, pad), (0, 0))).reshape(-1, size, weight.shape[1])
+    return bool(np.array_equal(nz.any(1), (nz | ~present).all(1)))
+
+
 def is_block_structured(model: Model, size: int) -> bool:
     """True when every pruned hidden layer is 1x`size`-block sparse (method block/block16 or any
     model whose zero pattern happens to be), i.e. the converter keeps it sparse without DENSIFY."""
-    for layer in model.layers[:-1]:
-        w = layer.dense_weight()
-        pad = (-w.shape[0]) % size
-        nz = np.pad(w != 0, ((0, pad), (0, 0))).reshape(-1, size, w.shape[1])
-        present = np.pad(np.ones(w.shape, bool), ((0, pad), (0, 0))).reshape(-1, size, w.shape[1])
-        if not np.array_equal(nz.any(1), (nz | ~present).all(1)):
-            return False
+    if not all(is_block_layer(layer.dense_weight(), size) for layer in model.layers[:-1]):
+        return False
     return any(layer.nnz < np.prod(layer.shape) for layer in model.layers)
 
 
