@@ -12,7 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import analysis, report_bench, report_methods, report_questions
+from bench import analysis, report_bench, report_methods, report_pay, report_questions
 from bench.report_inputs import Derived, Inputs, derive, load_inputs
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import write_text
@@ -88,7 +88,7 @@ def header(inp: Inputs, d: Derived, figs, cfg: ReportConfig) -> list[str]:
 SECTIONS = (header, report_questions.q1, report_questions.q2, report_methods.methods_section,
             report_questions.q3, report_questions.q4,
             report_questions.training, report_bench.speed_and_size, report_bench.recommendations,
-            report_bench.targets, report_bench.no_speedup, report_bench.device)
+            report_bench.targets, report_pay.pruning_pays, report_bench.no_speedup, report_bench.device)
 
 
 def build(cfg: ReportConfig) -> Path:
