@@ -126,6 +126,20 @@ def exports(tmp_path_factory) -> tuple[Path, Path]:
 
     base = tmp_path_factory.mktemp("exports")
     source = onnx_format.export_dense(random_model([784, 64, 32, 10], seed=4), base / "net.onnx", ExportOptions())
+    # The auto files follow measured layer timings; given the same table they must repeat byte for byte.
+    from export import tflite_auto
+    from pipeline.fileio import write_json
+    from pipeline.prune import prune
+    from pipeline.stages import physical
+    pruned = physical(prune(random_model([784, 64, 32, 10], seed=4), "block16", 90))
+    table = tflite_auto.empty_table()
+    for i, layer in enumerate(pruned.layers):  # fastest: layer 0 int8-block, layer 1 block, output dense
+        fastest = ("int8-block", "block", "dense")[i]
+        table["layers"][tflite_auto.layer_key(layer)] = [
+            {"format": f, "p50_us": 1.0 if f == fastest else 2.0, "status": "ok", "reason": ""}
+            for f in ("dense", "block", "int8", "int8-block")]
+    for name in ("a", "b"):
+        write_json(base / name / "export" / tflite_auto.TIMINGS_FILE, table)
     run_together(*(["-m", "export", "run", "--model", source, "--methods", "weight,unit,block16",
                     "--levels", "90", "--root", base / name, "--jobs", "1"] for name in ("a", "b")))
     return base / "a" / "export", base / "b" / "export"
@@ -137,6 +151,9 @@ def test_every_exported_format_is_byte_identical(exports):
     suffixes = {Path(p).name for p in a}
     assert {f.suffix for f in FORMATS.values()} <= suffixes  # every format, TFLite int8 included
     assert a == b
+    auto = json.loads((exports[0] / "manifest.json").read_text())["files"]
+    assert {tuple(e["layer_formats"]) for e in auto if e.get("layer_formats")} == \
+        {("dense", "block", "dense"), ("int8-block", "block", "dense")}  # float32 file: a tie goes to dense
     manifests = [json.loads((root / "manifest.json").read_text()) for root in exports]
     assert [(e["path"], e["sha256"]) for e in manifests[0]["files"]] == \
            [(e["path"], e["sha256"]) for e in manifests[1]["files"]]
