@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.errors import PrunedgeError, fail
+from pipeline.cli import ArgumentParser
 
 USAGE = """usage: python -m bench {run,report} [options]
 
@@ -66,7 +67,7 @@ def _levels(text: str | None) -> tuple[float, ...] | None:
 
 def run_parser() -> argparse.ArgumentParser:
     from bench.runtimes import RUNTIMES
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m bench run",
         description="Measure latency (p50/p90/p99), file and gzip size, full test-set accuracy and "
                     "peak memory of every exported artifact in every runtime that can run it. "

@@ -9,7 +9,6 @@ Writes artifacts/bench/layer_timing.csv (per layer x format) and artifacts/bench
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -23,6 +22,7 @@ from pipeline.autoformat import INT8_FORMATS, Timing, apply, autoformat, candida
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import write_text
 from pipeline.model import Model, load, random_model, save
+from pipeline.cli import ArgumentParser
 
 FP32_ATOL = 1e-4
 INT8_REL_ERR = 0.05
@@ -143,7 +143,7 @@ def _csv(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.layer_timing", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m bench.layer_timing", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, help="model .npz (default: random 784-1000-1000-500-200-10, pruned below)")
     ap.add_argument("--method", default="block", help="pruning method applied to the default random model")
     ap.add_argument("--sparsity", type=float, default=95.0)

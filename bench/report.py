@@ -16,6 +16,7 @@ from bench import analysis, report_bench, report_methods, report_pay, report_que
 from bench.report_inputs import Derived, Inputs, derive, load_inputs
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import write_text
+from pipeline.cli import ArgumentParser
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -109,7 +110,7 @@ def build(cfg: ReportConfig) -> Path:
 # ---------------------------------------------------------------- CLI
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m bench report",
         description="Plots and <root>/report/REPORT.md answering the challenge's questions, every number "
                     "computed from seeds.csv (or the export manifest), results.csv and the trained weights.")

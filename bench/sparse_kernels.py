@@ -10,7 +10,6 @@ or run is a `failed` row with its reason. Writes artifacts/bench/kernels.csv.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import os
@@ -28,6 +27,7 @@ from pipeline.fileio import write_text
 from pipeline.model import Model, load, random_model
 from pipeline.prune import prune
 from pipeline.shrink import shrink
+from pipeline.cli import ArgumentParser
 
 WIDTHS = [784, 1000, 1000, 500, 200, 10]
 FP32_ATOL = 1e-4  # float32 kernels only reorder sums
@@ -289,7 +289,7 @@ def to_csv(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench.sparse_kernels", description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(prog="python -m bench.sparse_kernels", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, help="model .npz (default: random He-initialised 784-1000-1000-500-200-10)")
     ap.add_argument("--levels", type=float, nargs="+", default=[90, 95], help="sparsity levels in percent")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])

@@ -11,7 +11,6 @@ gain from sparsity"; accuracy numbers of this tree are chance level by construct
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from pipeline.model import Model, random_model, save
 from pipeline.prune import LEVELS, prune
 from pipeline.shrink import shrink
 from pipeline.sparse import to_csr
+from pipeline.cli import ArgumentParser
 
 WIDTHS = (784, 1000, 1000, 500, 200, 10)
 PHYSICAL = {"weight": to_csr, "unit": shrink}
@@ -53,7 +53,7 @@ def write_tree(out: Path, *, levels=LEVELS, methods=("weight", "unit"), formats=
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.synthetic", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="python -m bench.synthetic", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="export root to write")
     p.add_argument("--levels", default="0,90,95,99", help="sparsity percents (default: %(default)s)")
     p.add_argument("--methods", default="weight,unit", help="(default: %(default)s)")

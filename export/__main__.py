@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 from pipeline.errors import PrunedgeError, fail
+from pipeline.cli import ArgumentParser
 
 FRAMEWORKS = ("torch", "tf")
 # The challenge's two one-shot methods, then what makes pruning pay at run time (issue 5):
@@ -318,7 +319,7 @@ def cmd_bundle(args) -> int:
 # ------------------------------------------------------------------ CLI
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m export", description=__doc__,
+    parser = ArgumentParser(prog="python -m export", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 

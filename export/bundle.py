@@ -7,7 +7,6 @@ what was measured on this machine (accuracy, verification, latency), and packs a
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import gzip
 import importlib.metadata
@@ -26,6 +25,7 @@ import numpy as np
 
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import atomic_path, sha256_bytes, sha256_file, write_json, write_text
+from pipeline.cli import ArgumentParser
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "bundle_template"
 TEMPLATE_FILES = ("predict.py", "bench_device.py", "README.md")
@@ -403,7 +403,7 @@ def make_bundle(model_dir_or_file, *, fmt: str = "onnx", variant: str | None = N
 # ---------------------------------------------------------------- CLI
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m export bundle", description=__doc__.split("\n\n")[0],
+    p = ArgumentParser(prog="python -m export bundle", description=__doc__.split("\n\n")[0],
                                 epilog="Without --model: the fastest artifact (batch 1, 1 thread) within 1 point of "
                                        "dense accuracy in artifacts/bench/results.csv, else torch/dense/k00.")
     p.add_argument("--model", type=Path, help="export k-dir (e.g. artifacts/export/torch/unit/k90) or model file")

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 from pipeline.errors import PrunedgeError, fail
+from pipeline.cli import ArgumentParser
 
 FRAMEWORKS = ("torch", "tf")
 
@@ -85,7 +86,7 @@ def cmd_info(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    parser = ArgumentParser(prog="python -m pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def common(p):

@@ -1,6 +1,7 @@
 """What every command-line entry point shares: user errors as one line, exit status 2."""
 from __future__ import annotations
 
+import argparse
 import sys
 from typing import Callable
 
@@ -17,3 +18,11 @@ def run(command: Callable[..., int], *args) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse, but a usage mistake is one `error: ...` line (status 2) like every other bad input;
+    sub-command parsers inherit it."""
+
+    def error(self, message):
+        self.exit(2, f"error: {self.prog}: {message} (see --help)\n")

@@ -466,6 +466,11 @@ OPTION_CASES = {
     "bench-level-100": (["bench", "run", "--levels", "100"], ["--levels", "[0, 100)"]),
     "bench-timeout-0": (["bench", "run", "--timeout", "0"], ["--timeout", "> 0"]),
     "report-seeds-0": (["bench", "report", "--seeds", "0"], ["--seeds", ">= 1"]),
+    "export-gradual-lowrank": (["export", "run", "--methods", "lowrank-gp"], ["--methods", "layer structure"]),
+    # argparse's own mistakes are one line too (no usage block)
+    "export-unknown-flag": (["export", "run", "--sparsity", "90"], ["unrecognized arguments", "--sparsity"]),
+    "prune-missing-value": (["pipeline", "prune", "--levels"], ["--levels", "expected one argument"]),
+    "bench-not-a-number": (["bench", "run", "--timeout", "soon"], ["--timeout", "invalid float value"]),
 }
 # Where each command writes: checked to be left untouched.
 OUT_OPTION = {("pipeline", "train"): "--root", ("pipeline", "prune"): "--root", ("export", "run"): "--root",

@@ -7,12 +7,12 @@ accuracy on that labeled set (IDX directory or .npz); with --out, writes the des
 """
 from __future__ import annotations
 
-import argparse
 import sys
+from pipeline.cli import ArgumentParser
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pipeline.importers", description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m pipeline.importers", description=__doc__.splitlines()[0])
     p.add_argument("model", help="ONNX, .keras/.h5, .pt/.pth (state_dict or TorchScript), .tflite or SavedModel dir")
     p.add_argument("--arch", default=None, help="widths:hidden-activation, e.g. 784-300-100-10:relu "
                                                 "(required for a PyTorch state_dict, a check otherwise)")
