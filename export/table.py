@@ -37,8 +37,13 @@ def _status(entry: dict) -> str:
     return "passed*" if v.get("reason") else "passed"  # * = shipped with a fallback delegate
 
 
+def _model_name(entry: dict) -> str:
+    """torch, tf, or an imported model's name: the first folder of the file's path."""
+    return entry["path"].split("/")[0] if "/" in entry["path"] else (entry.get("framework") or "-")
+
+
 def _sort_key(entry: dict):
-    return (entry.get("framework") or "", entry.get("method") or "", float(entry.get("sparsity") or 0),
+    return (_model_name(entry), entry.get("method") or "", float(entry.get("sparsity") or 0),
             ORDER.get(entry.get("name"), len(ORDER)), entry["path"])
 
 
@@ -49,7 +54,7 @@ def rows(manifest: dict) -> list[dict]:
         if e.get("delegate"):
             runtime += f"/{e['delegate']}"
         acc = e.get("accuracy")
-        out.append({"framework": e.get("framework") or "-", "method": e.get("method") or "-",
+        out.append({"framework": _model_name(e), "method": e.get("method") or "-",
                     "k": f"{float(e.get('sparsity') or 0):g}", "format": e.get("name") or e.get("format"),
                     "runtime": runtime, "compute": "sparse" if e.get("runs_sparse") else "dense",
                     "accuracy": "-" if acc is None else f"{100 * acc:.2f}%",

@@ -170,6 +170,7 @@ def test_foreign_mlp_is_pruned_shrunk_exported_and_verified(case, digits, tmp_pa
     assert proc.returncode == 0, proc.stderr[-3000:]
     stem, n_files = model_path.stem, len(METHODS) * len(LEVELS) * (1 + len(FORMATS))
     assert f"{n_files} files: {n_files} passed, 0 failed" in proc.stdout, proc.stdout[-2000:]
+    assert f"\n{stem} " in proc.stdout and "\nimported " not in proc.stdout  # the table names the model
 
     base = root / "export" / stem
     for method in METHODS:
