@@ -16,7 +16,6 @@ import json
 import shutil
 import sys
 import tarfile
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -24,7 +23,7 @@ from string import Template
 import numpy as np
 
 from pipeline.errors import PrunedgeError, fail
-from pipeline.fileio import atomic_path, sha256_bytes, sha256_file, write_json, write_text
+from pipeline.fileio import atomic_path, sha256_bytes, sha256_file, staging_dir, write_json, write_text
 from pipeline.cli import ArgumentParser
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "bundle_template"
@@ -357,8 +356,7 @@ def make_bundle(model_dir_or_file, *, fmt: str = "onnx", variant: str | None = N
     measured.update(on="host (this build machine)", latency=latency_rows(bench_rows, artifact),
                     machine=_machine(bench_root))
     out_root = Path(out_root)
-    out_root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=out_root))
+    staging = staging_dir(out_root, name)  # a killed run's leftover is removed by the next one
     try:
         shutil.copyfile(model_path, staging / model_path.name)
         for f in ("predict.py", "bench_device.py"):

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -53,6 +54,19 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)
     return removed
+
+
+def staging_dir(parent: str | os.PathLike, name: str) -> Path:
+    """A fresh private directory `parent/.<name>.<pid>.<random>.staging` to assemble a directory in
+    before renaming it into place; first removes ones a killed writer (now dead) left behind."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    pattern = re.compile(rf"\.{re.escape(name)}\.(\d+)\.[^.]+\.staging")
+    for old in parent.glob(f".{glob.escape(name)}.*.staging"):
+        match = pattern.fullmatch(old.name)
+        if match and old.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f".{name}.{os.getpid()}.", suffix=".staging", dir=parent))
 
 
 def _alive(pid: int) -> bool:
