@@ -92,10 +92,8 @@ def training_data(args):
         return lambda: load_fashion_mnist(args.data_dir)
 
     def imported():
-        from pipeline.data import Dataset
         from pipeline.labeled import load_split
-        s = load_split(args.data)
-        return Dataset(s.x_train, s.y_train, s.x_val, s.y_val, s.x_test, s.y_test, sha256="")
+        return load_split(args.data)
     return imported
 
 

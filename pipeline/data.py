@@ -85,17 +85,15 @@ def load_idx_pair(images_path: Path, labels_path: Path, n_classes: int = N_CLASS
 
 @dataclass(frozen=True)
 class Dataset:
+    """Train/validation/test arrays (x float32 [n, features], y int64 [n]) of any labeled set."""
     x_train: np.ndarray
     y_train: np.ndarray
     x_val: np.ndarray
     y_val: np.ndarray
     x_test: np.ndarray
     y_test: np.ndarray
-    sha256: str  # of the four source files, recorded in model provenance
-
-    @property
-    def n_classes(self) -> int:
-        return N_CLASSES
+    sha256: str = ""  # of the source files when known, recorded in model provenance
+    n_classes: int = N_CLASSES
 
 
 def load_fashion_mnist(directory: str | os.PathLike | None = None, val_size: int = VAL_SIZE,

@@ -12,27 +12,18 @@ from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from pipeline import data as idx
+from pipeline.data import Dataset
 from pipeline.errors import fail
 
 SPLIT_SEED = idx.SPLIT_SEED  # the same fixed seed as the Fashion-MNIST split
 VAL_FRACTION = 0.1  # enough rows to calibrate int8 ranges and early-stop fine-tuning
 TEST_FRACTION = 0.2  # only when the source has no test set of its own
-
-
-@dataclass(frozen=True)
-class Split:
-    x_train: np.ndarray
-    y_train: np.ndarray
-    x_val: np.ndarray
-    y_val: np.ndarray
-    x_test: np.ndarray
-    y_test: np.ndarray
 
 
 def load_labeled(path: str | os.PathLike, *, input_dim: int | None = None,
@@ -46,19 +37,22 @@ def load_labeled(path: str | os.PathLike, *, input_dim: int | None = None,
 
 def load_split(path: str | os.PathLike, *, input_dim: int | None = None, n_classes: int | None = None,
                val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION,
-               seed: int = SPLIT_SEED) -> Split:
+               seed: int = SPLIT_SEED) -> Dataset:
     """train/val/test from `path`; an IDX directory with both pairs keeps t10k as the test set."""
     path = Path(path)
     parts = _load_parts(path, input_dim=input_dim, n_classes=n_classes)
     if len(parts) == 2:  # IDX train + t10k: never mix the official test images into training
         (x, y), (x_test, y_test) = parts
         inner = split(x, y, val_fraction=val_fraction, test_fraction=0.0, seed=seed)
-        return Split(inner.x_train, inner.y_train, inner.x_val, inner.y_val, x_test, y_test)
-    return split(*parts[0], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+        ds = Dataset(inner.x_train, inner.y_train, inner.x_val, inner.y_val, x_test, y_test,
+                     n_classes=max(inner.n_classes, int(y_test.max(initial=-1)) + 1))
+    else:
+        ds = split(*parts[0], val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    return ds if n_classes is None else replace(ds, n_classes=n_classes)
 
 
 def split(x: np.ndarray, y: np.ndarray, *, val_fraction: float = VAL_FRACTION,
-          test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> Split:
+          test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> Dataset:
     """Shuffle with `seed` and cut into train/val/test (sizes rounded, each non-empty if asked)."""
     n = len(x)
     if len(y) != n:
@@ -73,7 +67,7 @@ def split(x: np.ndarray, y: np.ndarray, *, val_fraction: float = VAL_FRACTION,
                             f"test_fraction={test_fraction}")
     order = np.random.default_rng(seed).permutation(n)
     val, test, train = order[:n_val], order[n_val:n_val + n_test], order[n_val + n_test:]
-    return Split(x[train], y[train], x[val], y[val], x[test], y[test])
+    return Dataset(x[train], y[train], x[val], y[val], x[test], y[test], n_classes=int(y.max(initial=-1)) + 1)
 
 
 # ---------------------------------------------------------------- readers
