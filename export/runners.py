@@ -64,21 +64,28 @@ class OnnxSession:
             raise fail(self.path, f"onnxruntime failed to run it: {_one_line(e)}") from None
 
 
+def litert_interpreter(*, delegate: str, threads: int | None, path=None, content: bytes | None = None):
+    """A LiteRT Interpreter of a file or of bytes: delegate "xnnpack" = the default delegate
+    (OpResolverType.AUTO), "none" = BUILTIN_WITHOUT_DEFAULT_DELEGATES (LiteRT's own kernels)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolvers = {"xnnpack": OpResolverType.AUTO, "none": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    if delegate not in resolvers:
+        raise fail("delegate", f"unknown LiteRT delegate {delegate!r} (choose from {', '.join(DELEGATES)})")
+    source = {"model_content": content} if content is not None else {"model_path": str(path)}
+    return Interpreter(**source, num_threads=threads, experimental_op_resolver_type=resolvers[delegate])
+
+
 class TfliteSession:
     """LiteRT interpreter; delegate "xnnpack" (the default delegate) or "none" (builtin kernels)."""
     runtime = "litert"
 
     def __init__(self, path, *, delegate: str = "xnnpack", threads: int | None = None):
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-        resolvers = {"xnnpack": OpResolverType.AUTO,
-                     "none": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
-        if delegate not in resolvers:
-            raise fail("delegate", f"unknown LiteRT delegate {delegate!r} (choose from {', '.join(resolvers)})")
+        if delegate not in DELEGATES:
+            raise fail("delegate", f"unknown LiteRT delegate {delegate!r} (choose from {', '.join(DELEGATES)})")
         self.path, self.delegate, self.threads = _check_file(path), delegate, threads
         try:
-            self._it = Interpreter(model_path=str(self.path), num_threads=threads,
-                                   experimental_op_resolver_type=resolvers[delegate])
+            self._it = litert_interpreter(path=self.path, delegate=delegate, threads=threads)
         except (ValueError, RuntimeError) as e:
             raise fail(self.path, f"LiteRT cannot load it: {_one_line(e)}") from None
         inputs, outputs = self._it.get_input_details(), self._it.get_output_details()

@@ -15,13 +15,13 @@ from pathlib import Path
 
 import numpy as np
 
+from export.runners import DELEGATES, litert_interpreter
 from pipeline.errors import fail
 from pipeline.fileio import write_bytes
 from pipeline.model import Model
 
 QUANTIZE = ("none", "dynamic")  # float32 weights | int8 weights, float activations (hybrid kernels)
 KERNEL_BLOCK = {"none": 4, "dynamic": 16}
-DELEGATES = ("xnnpack", "none")
 SPARSE_FC_VERSION = 8  # FULLY_CONNECTED version the converter gives sparse float weights
 
 
@@ -88,14 +88,9 @@ def run(buf: bytes, x: np.ndarray, *, delegate: str = "xnnpack", threads: int = 
 
 
 def make_runner(buf: bytes, batch: int, *, delegate: str = "xnnpack", threads: int = 1):
-    """A callable x -> y bound to one allocated interpreter (for timing loops)."""
-    from ai_edge_litert import interpreter as litert
-
-    if delegate not in DELEGATES:
-        raise fail("delegate", f"must be one of {', '.join(DELEGATES)}, got {delegate!r}")
-    resolver = {"xnnpack": litert.OpResolverType.AUTO,
-                "none": litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES}[delegate]
-    it = litert.Interpreter(model_content=buf, num_threads=threads, experimental_op_resolver_type=resolver)
+    """A callable x -> y bound to one allocated interpreter, with nothing else on the call path
+    (timing loops of single layers; `export.runners.TfliteSession` is the checked session)."""
+    it = litert_interpreter(content=buf, delegate=delegate, threads=threads)
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     it.resize_tensor_input(inp["index"], [batch, inp["shape"][1]])
     it.allocate_tensors()
