@@ -12,6 +12,7 @@ import numpy as np
 
 from bench import analysis
 from pipeline.fileio import atomic_path
+from pipeline.stages import base_method
 
 METHOD_COLORS = {"weight": "tab:blue", "unit": "tab:orange", "dense": "tab:gray"}
 OTHER_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
@@ -36,6 +37,14 @@ def _save(fig, path: Path) -> Path:
 def _color(method: str) -> str:
     """Fixed colours for weight/unit; other registered methods get a stable colour from their name."""
     return METHOD_COLORS.get(method) or OTHER_COLORS[sum(map(ord, method)) % len(OTHER_COLORS)]
+
+
+# How a method was retrained -> marker and line: one-shot solid, one-shot + fine-tune dashed, gradual dash-dot.
+TUNING_STYLES = {"": "o-", "-ft": "s--", "-gp": "^-."}
+
+
+def tuning_of(method: str) -> str:
+    return method[len(base_method(method)):]
 
 
 def _style(framework: str) -> str:
@@ -114,7 +123,8 @@ def accuracy_vs_sparsity(curves, framework: str, path: Path) -> Path:
         x = sparsity_position(k)
         n = max(p.n for p in points)
         label = f"{method} pruning" + (f" (mean of {n} seeds, band = min-max)" if n > 1 else " (1 seed)")
-        ax.plot(x, [p.mean for p in points], "o-", color=_color(method), label=label)
+        ax.plot(x, [p.mean for p in points], TUNING_STYLES[tuning_of(method)], color=_color(base_method(method)),
+                label=label)
         if n > 1:
             ax.fill_between(x, [p.lo for p in points], [p.hi for p in points], color=_color(method), alpha=0.2)
     dense = next((analysis.dense_point(p) for (fw, _), p in curves.items() if fw == framework), None)

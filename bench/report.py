@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import analysis, report_bench, report_methods, report_pay, report_questions
-from bench.report_inputs import Derived, Inputs, derive, load_inputs
+from bench.report_inputs import Derived, Inputs, as_percent, derive, load_inputs, manifest_accuracy
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import write_text
 from pipeline.cli import ArgumentParser
@@ -43,6 +43,9 @@ def make_figures(inp: Inputs, d: Derived, out: Path) -> dict[str, Path]:
     figs: dict[str, Path] = {}
     for fw in sorted({fw for fw, _ in d.curves}):
         figs[f"accuracy_{fw}"] = plots.accuracy_vs_sparsity(d.curves, fw, out / f"accuracy_vs_sparsity_{fw}.png")
+    every = analysis.curves(as_percent(manifest_accuracy(inp.manifest)))  # every exported method, seed 0
+    for fw in sorted({fw for fw, _ in every}):
+        figs[f"methods_{fw}"] = plots.accuracy_vs_sparsity(every, fw, out / f"accuracy_every_method_{fw}.png")
     for fw, runs in inp.curves.items():
         figs[f"learning_{fw}"] = plots.learning_curves(runs, fw, out / f"learning_curves_{fw}.png")
     if d.sel:

@@ -6,6 +6,7 @@ not only the two the multi-seed sweep repeats."""
 from __future__ import annotations
 
 from bench import analysis
+from bench.report_format import image
 from bench.report_inputs import as_percent, manifest_accuracy
 from pipeline.stages import TUNINGS, base_method
 
@@ -29,7 +30,9 @@ def methods_section(inp, d, figs, cfg) -> list[str]:
         methods = _order({m for fw, m in by_key if fw == framework})
         points = {m: {p.sparsity: p.mean for p in by_key[(framework, m)]} for m in methods}
         levels = sorted({k for m in methods for k in points[m]})
-        lines += [f"**{framework}**", "", "| sparsity | " + " | ".join(methods) + " |",
+        lines += [f"**{framework}**", ""] + image(figs.get(f"methods_{framework}"),
+                                                  f"{framework}: accuracy vs sparsity, every method")
+        lines += ["| sparsity | " + " | ".join(methods) + " |",
                   "|---|" + "---|" * len(methods)]
         for k in levels:
             cells = [f"{points[m][k]:.2f}%" if k in points[m] else "—" for m in methods]

@@ -93,6 +93,10 @@ def make_root(root: Path, *, seeds: int = 2, with_results: bool = True) -> Path:
               "framework": fw, "method": "weight", "sparsity": float(k), "runtime": "litert",
               "ops": ["DENSIFY", "FULLY_CONNECTED"] if k else ["FULLY_CONNECTED"], "runs_sparse": False,
               "accuracy": ACCURACY["weight"][k]} for fw in FRAMEWORKS for k in LEVELS]
+    files += [{"path": f"{fw}/{method}/k{k:02d}/model.npz", "format": "npz", "variant": "fp32", "framework": fw,
+               "method": method, "sparsity": float(k), "runtime": "numpy", "verify": {"status": "passed"},
+               "accuracy": min(ACCURACY["weight"][0], acc + (0.2 if method == "weight-gp" else 0.0))}
+              for fw in FRAMEWORKS for method in ("weight", "weight-gp") for k, acc in ACCURACY["weight"].items()]
     write_json(root / "export" / "manifest.json", {"config": {}, "versions": {}, "files": files})
     if with_results:
         write_results_csv(root / "bench" / "results.csv", result_rows())

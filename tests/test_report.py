@@ -16,7 +16,8 @@ from pipeline.model import random_model, save
 from report_fixtures import ACCURACY, make_root, result_rows, write_results_csv
 
 SECTIONS = ("## Q1.", "## Q2.", "## Q3.", "## Q4.", "## Learning curves", "## Latency, size",
-            "## Recommendation", "## Targets", "## Where sparsity gives no speedup")
+            "## Recommendation", "## Targets", "## Where sparsity gives no speedup",
+            "## Every method side by side", "## Does weight pruning pay")
 FORBIDDEN = ("nan", "None", "inf", "TODO", "TBD", "XXX", "{", "}")
 
 
@@ -207,6 +208,7 @@ def test_report_has_every_section_and_no_placeholders(built):
         assert word not in text, word
     for name in [line.split("(")[1].rstrip(")") for line in text.splitlines() if line.startswith("![")]:
         assert (root / "report" / name).stat().st_size > 1000, name
+    assert "![torch: accuracy vs sparsity, every method](accuracy_every_method_torch.png)" in text
 
 
 def test_report_numbers_come_from_the_data(built):
@@ -239,6 +241,7 @@ def test_report_falls_back_to_the_manifest_single_seed(tmp_path):
     root = make_root(tmp_path / "a", seeds=1, with_results=False)
     (root / "bench" / "seeds.csv").unlink()
     manifest = json.loads((root / "export" / "manifest.json").read_text())
+    manifest["files"] = [f for f in manifest["files"] if f["format"] != "npz"]
     manifest["files"] += [{"path": f"torch/{m}/k{k:02d}/model.npz", "format": "npz", "framework": "torch",
                            "method": m, "sparsity": float(k), "accuracy": a}
                           for m, accs in ACCURACY.items() for k, a in accs.items()]
