@@ -12,7 +12,9 @@ def row(artifact, method, k, variant, p50, acc, runtime="litert-builtin", fw="to
 
 ROWS = [
     row("d.tflite", "weight", 0, "fp32", 100.0, 90.0, size=10_000),
-    row("d8.tflite", "weight", 0, "int8-dynamic", 20.0, 89.9),
+    row("d.tflite", "weight", 0, "fp32", 150.0, 90.0, runtime="litert-xnnpack", size=10_000),
+    row("d8.tflite", "weight", 0, "int8-dynamic", 20.0, 89.9, runtime="litert-xnnpack"),
+    row("d8.tflite", "weight", 0, "int8-dynamic", 60.0, 89.9),  # slower without XNNPACK: not the reference
     row("b90.tflite", "block-gp", 90, "block-sparse", 30.0, 89.5),  # 3.33x vs fp32 dense: met
     row("b90i8.tflite", "block16-gp", 90, "block-sparse-int8-dynamic", 10.0, 89.4, size=2000),  # 2x vs int8
     row("w90.tflite", "weight", 90, "block-sparse", 5.0, 60.0),  # fast but 30 points down: ignored
@@ -24,7 +26,8 @@ ROWS = [
 def test_speed_targets_use_same_precision_dense_and_tolerance():
     body = rp.speed_target_rows(ROWS, {"torch": 90.0}, 1.0)
     k90, k95 = body
-    assert k90[2] == "`b90.tflite`" and k90[6] == "3.33×" and k90[-1] == "met"  # not int8's 2.00x
+    assert k90[2] == "`b90.tflite`" and k90[6] == "3.33×" and k90[-1] == "met"  # not int8's 2.00x (6x vs builtin)
+    assert k90[5] == "100.0 µs (fp32, litert-builtin)"  # the faster dense setting is the reference
     assert k95[2].startswith("no verified") and k95[-1] == "**missed**"
 
 
