@@ -62,6 +62,21 @@ def test_export_writes_the_chosen_mix_and_verifies_it(tmp_path, allow_int8, fast
         np.testing.assert_allclose(run(path.read_bytes(), x, delegate="xnnpack"), ref, atol=1e-4)
 
 
+def test_fastest_whole_file_beats_the_per_layer_choice():
+    """Per-layer timings miss costs between layers; a timed whole file overrides them."""
+    model = _model()
+    table = _table(model, {0: "int8-block", 1: "int8"})
+    per_layer = ["int8-block", "int8", "dense"]
+    table["models"][ta.model_key(model)] = [
+        {"formats": per_layer, "p50_us": 30.0, "status": "ok", "reason": ""},
+        {"formats": ["int8", "int8", "int8"], "p50_us": 27.0, "status": "ok", "reason": ""},
+        {"formats": ["block", "block", "dense"], "p50_us": 20.0, "status": "wrong", "reason": "x"},  # never
+        {"formats": ["block", "dense", "dense"], "p50_us": 40.0, "status": "ok", "reason": ""}]
+    assert ta.choose_formats(model, table, allow_int8=True) == ["int8", "int8", "int8"]
+    assert ta.choose_formats(model, table, allow_int8=False) == ["block", "dense", "dense"]
+    assert ta.whole_candidates(model, table)[:2] == [["dense", "dense", "dense"], per_layer]  # fp32: a tie is dense
+
+
 def test_unmeasured_layer_or_damaged_table_is_a_clear_error(tmp_path):
     model = _model()
     with pytest.raises(PrunedgeError, match=r"layer 0 \(64|784x64.*never timed"):
@@ -84,6 +99,9 @@ def test_measure_missing_times_each_layer_set_once(tmp_path, monkeypatch):
     for key in keys:
         assert {r["format"] for r in table["layers"][key]} == {"dense", "block", "int8", "int8-block"}
     assert all(r["status"] == "ok" and r["p50_us"] > 0 for r in table["layers"][ta.layer_key(model.layers[0])])
+    wholes = table["models"][ta.model_key(model)]  # the whole-file candidates, built, checked and timed
+    assert len(wholes) >= 3 and all(r["status"] == "ok" and r["p50_us"] > 0 for r in wholes)
+    assert ["dense"] * 3 in [r["formats"] for r in wholes]
     import bench.layer_timing
     monkeypatch.setattr(bench.layer_timing, "measure", lambda *a, **k: pytest.fail("measured again"))
     assert ta.measure_missing([model], table, x, progress=False) is table
