@@ -121,7 +121,7 @@ def whole_candidates(model: Model, table: dict) -> list[list[str]]:
     rows = table["layers"]
     ok = [{r["format"] for r in rows[layer_key(layer)] if r["status"] == "ok"} for layer in model.layers]
     out = [per_layer_choice(model, table, allow_int8=False), per_layer_choice(model, table, allow_int8=True)]
-    for fmt in ("dense", "block", "int8", "int8-block"):
+    for fmt in candidates("litert", allow_int8=True):
         out.append([fmt if fmt in have else ("int8" if fmt.startswith("int8") and "int8" in have else "dense")
                     for have in ok])
     return [list(f) for f in dict.fromkeys(tuple(f) for f in out)]
