@@ -49,26 +49,33 @@ def _shipped_rows(inp) -> list[dict]:
 
 
 def speed_target_rows(rows: list[dict], dense_acc: dict, tolerance: float) -> list[list]:
+    """Per level and framework, two readings of the target: the fastest file, and the file with the
+    largest speedup over its own precision's dense file (one row when they are the same file)."""
     body = []
     for k, need in SPEED_TARGETS.items():
         for fw in sorted(dense_acc):
-            best = None
+            found = []
             for r in rows:
                 if (r["framework"] != fw or float(r["sparsity"]) != k or base_method(r["method"]) not in SPARSE_METHODS
                         or r["accuracy"] < dense_acc[fw] - tolerance):
                     continue
                 dense = same_precision_dense(r, rows)
-                if dense is not None and (best is None or dense["p50_us"] / r["p50_us"] > best[0]):
-                    best = (dense["p50_us"] / r["p50_us"], r, dense)
-            if best is None:
-                body.append([level(k), fw, "no verified weight/block file within tolerance", None, None, None, None,
-                             None, f"≥ {times(need)}", "**missed**"])
+                if dense is not None:
+                    found.append((dense["p50_us"] / r["p50_us"], r, dense))
+            if not found:
+                body.append([level(k), fw, "—", "no verified weight/block file within tolerance", None, None, None,
+                             None, None, f"≥ {times(need)}", "**missed**"])
                 continue
-            speed, r, dense = best
-            body.append([level(k), fw, f"`{r['artifact']}`", r["runtime"], us(r["p50_us"]),
-                         f"{us(dense['p50_us'])} ({dense.get('variant')}, {dense['runtime']})", times(speed),
-                         f"{pct(r['accuracy'])} ({r['accuracy'] - dense_acc[fw]:+.2f})", f"≥ {times(need)}",
-                         "met" if speed >= need else "**missed**"])
+            fastest = min(found, key=lambda f: (f[1]["p50_us"], -f[0]))
+            largest = max(found, key=lambda f: (f[0], -f[1]["p50_us"]))
+            picks = [("fastest file", fastest)] + ([("largest speedup", largest)] if largest is not fastest else [])
+            if len(picks) == 1:
+                picks = [("fastest file, largest speedup", fastest)]
+            for which, (speed, r, dense) in picks:
+                body.append([level(k), fw, which, f"`{r['artifact']}`", r["runtime"], us(r["p50_us"]),
+                             f"{us(dense['p50_us'])} ({dense.get('variant')}, {dense['runtime']})", times(speed),
+                             f"{pct(r['accuracy'])} ({r['accuracy'] - dense_acc[fw]:+.2f})", f"≥ {times(need)}",
+                             "met" if speed >= need else "**missed**"])
     return body
 
 
@@ -138,10 +145,12 @@ def pruning_pays(inp, d, figs, cfg) -> list[str]:
     tol = cfg.tolerance
     lines += [f"Batch 1, 1 thread, host; only files that passed verification; accuracy is each file's own "
               f"on the 10,000 test images and must stay within {tol:g} point of the framework's dense model.", "",
-              "**Pruning pays on its own:** the fastest weight- or block-pruned file against the dense file of the "
-              "same precision in the same runtime.", ""]
-    lines += table(["sparsity", "framework", "fastest file", "runtime", "p50", "dense (same precision)", "speedup",
-                    "accuracy (Δ pt)", "target", ""], speed_target_rows(rows, dense_acc, tol))
+              "**Pruning pays on its own:** weight- or block-pruned files against the dense file of the same "
+              "precision in the same runtime. Two readings: the fastest file at the level (often int8, whose "
+              "dense baseline under XNNPACK is already ~4x faster than float32), and the file with the largest "
+              "speedup over its own precision.", ""]
+    lines += table(["sparsity", "framework", "reading", "file", "runtime", "p50", "dense (same precision)",
+                    "speedup", "accuracy (Δ pt)", "target", ""], speed_target_rows(rows, dense_acc, tol))
     lines += ["**Best artifact overall** (any method, within tolerance) against the dense fp32 `.tflite` in its "
               "fastest runtime:", ""]
     lines += table(["framework", "best artifact", "p50", "accuracy", "size", "dense fp32 TFLite", "speedup", "size",

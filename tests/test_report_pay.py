@@ -25,10 +25,12 @@ ROWS = [
 
 def test_speed_targets_use_same_precision_dense_and_tolerance():
     body = rp.speed_target_rows(ROWS, {"torch": 90.0}, 1.0)
-    k90, k95 = body
-    assert k90[2] == "`b90.tflite`" and k90[6] == "3.33×" and k90[-1] == "met"  # not int8's 2.00x (6x vs builtin)
-    assert k90[5] == "100.0 µs (fp32, litert-builtin)"  # the faster dense setting is the reference
-    assert k95[2].startswith("no verified") and k95[-1] == "**missed**"
+    fastest, largest, k95 = body
+    assert fastest[2:4] == ["fastest file", "`b90i8.tflite`"] and fastest[7] == "2.00×"  # not 6x vs builtin
+    assert fastest[-1] == "**missed**"
+    assert largest[2:4] == ["largest speedup", "`b90.tflite`"] and largest[7] == "3.33×" and largest[-1] == "met"
+    assert largest[6] == "100.0 µs (fp32, litert-builtin)"  # the faster dense setting is the reference
+    assert k95[3].startswith("no verified") and k95[-1] == "**missed**"
 
 
 def test_best_artifact_against_dense_fp32_tflite():
