@@ -7,8 +7,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from pipeline.errors import PrunedgeError, fail
 from pipeline.cli import ArgumentParser
+from pipeline.errors import PrunedgeError, fail
 
 USAGE = """usage: python -m bench {run,report} [options]
 

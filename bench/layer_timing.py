@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.autoformat import INT8_FORMATS, Timing, apply, autoformat, candidates
+from pipeline.cli import ArgumentParser
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import write_text
 from pipeline.model import Model, load, random_model, save
-from pipeline.cli import ArgumentParser
 
 FP32_ATOL = 1e-4
 INT8_REL_ERR = 0.05

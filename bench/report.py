@@ -14,9 +14,9 @@ from pathlib import Path
 
 from bench import analysis, report_bench, report_methods, report_pay, report_questions
 from bench.report_inputs import Derived, Inputs, as_percent, derive, load_inputs, manifest_accuracy
+from pipeline.cli import ArgumentParser
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import write_text
-from pipeline.cli import ArgumentParser
 
 
 @dataclass(frozen=True, kw_only=True)

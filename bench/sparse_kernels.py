@@ -22,12 +22,12 @@ from typing import Callable
 
 import numpy as np
 
+from pipeline.cli import ArgumentParser
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import write_text
 from pipeline.model import Model, load, random_model
 from pipeline.prune import prune
 from pipeline.shrink import shrink
-from pipeline.cli import ArgumentParser
 
 WIDTHS = [784, 1000, 1000, 500, 200, 10]
 FP32_ATOL = 1e-4  # float32 kernels only reorder sums

@@ -14,12 +14,12 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from pipeline.cli import ArgumentParser
 from pipeline.errors import PrunedgeError, fail
 from pipeline.model import Model, random_model, save
 from pipeline.prune import LEVELS, prune
 from pipeline.shrink import shrink
 from pipeline.sparse import to_csr
-from pipeline.cli import ArgumentParser
 
 WIDTHS = (784, 1000, 1000, 500, 200, 10)
 PHYSICAL = {"weight": to_csr, "unit": shrink}

@@ -19,8 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.errors import PrunedgeError, fail
 from pipeline.cli import ArgumentParser
+from pipeline.errors import PrunedgeError, fail
 
 FRAMEWORKS = ("torch", "tf")
 # The challenge's two one-shot methods, then what makes pruning pay at run time (issue 5):

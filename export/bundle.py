@@ -22,9 +22,9 @@ from string import Template
 
 import numpy as np
 
+from pipeline.cli import ArgumentParser
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import atomic_path, sha256_bytes, sha256_file, staging_dir, write_json, write_text
-from pipeline.cli import ArgumentParser
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "bundle_template"
 TEMPLATE_FILES = ("predict.py", "bench_device.py", "README.md")

@@ -5,8 +5,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from pipeline.errors import PrunedgeError, fail
 from pipeline.cli import ArgumentParser
+from pipeline.errors import PrunedgeError, fail
 
 FRAMEWORKS = ("torch", "tf")
 

@@ -95,7 +95,6 @@ ONE_SHOT_FT = "-ft"  # prune the trained model to k once, then fine-tune
 GRADUAL = "-gp"  # prune the previous level's fine-tuned model to k, then fine-tune (see prune_stage)
 TUNINGS = (ONE_SHOT_FT, GRADUAL)
 NOT_GRADUAL = frozenset({"lowrank"})  # factorizes layers; pruning its output again makes no sense
-FT_SUFFIX = ONE_SHOT_FT
 # Masked fine-tuning, cosine-decayed per batch from FT_LR. Measured in torch (test accuracy,
 # dense 89.74%): weight 95% 88.4 (1 epoch, constant rate) -> 88.5 (2 epochs); unit 80% 87.7 -> 89.3.
 # Gradual (2 epochs per level, 1e-3) at weight 95%: torch 89.05, tf 89.14 (one-shot + ft: 88.5, 88.8).
