@@ -22,7 +22,8 @@ from pipeline.autoformat import INT8_FORMATS, Timing, apply, autoformat, candida
 from pipeline.cli import ArgumentParser
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import write_text
-from pipeline.model import Model, load, random_model, save
+from pipeline.model import Model, random_model
+from pipeline.model_io import load, save
 
 FP32_ATOL = 1e-4
 INT8_REL_ERR = 0.05
@@ -158,7 +159,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     try:
         from bench.sparse_kernels import WIDTHS, verify_inputs
-        from pipeline.prune import prune
+        from pipeline.methods import prune
         if args.batch < 1 or args.rounds < 1 or args.slice <= 0:
             raise fail("--batch/--rounds/--slice", "must be positive")
         model = load(args.model) if args.model else prune(random_model(WIDTHS, seed=0), args.method, args.sparsity)

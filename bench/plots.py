@@ -12,7 +12,7 @@ import numpy as np
 
 from bench import analysis
 from pipeline.fileio import atomic_path
-from pipeline.stages import base_method
+from pipeline.methods import base_name as base_method
 
 METHOD_COLORS = {"weight": "tab:blue", "unit": "tab:orange", "dense": "tab:gray"}
 OTHER_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")

@@ -167,7 +167,7 @@ def model_for_weights(root: Path, framework: str) -> Path | None:
 def load_inputs(root: Path, device_results=()) -> Inputs:
     """Read seeds.csv (else the manifest), training runs, results and device results under root."""
     from bench.seeds import read_seeds_csv
-    from pipeline import model as model_io
+    from pipeline import model_io
     root = Path(root)
     inputs = Inputs(root=root)
     manifest_path = root / "export" / "manifest.json"
@@ -238,7 +238,7 @@ def stored_weights(model) -> int:
 
 def structure(model, levels) -> dict[float, dict]:
     """Per level: share of weights removed by weight and by unit pruning, and hidden widths left."""
-    from pipeline.prune import prune
+    from pipeline.methods import prune
     from pipeline.stages import physical
     total = sum(int(np.prod(l.shape)) for l in model.layers)
     out = {}

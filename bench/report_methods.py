@@ -8,14 +8,14 @@ from __future__ import annotations
 from bench import analysis
 from bench.report_format import image
 from bench.report_inputs import as_percent, manifest_accuracy
-from pipeline.stages import TUNINGS, base_method
+from pipeline.methods import TUNINGS, base_name as base_method
 
 
 def _order(methods) -> list[str]:
     """One-shot method, then its fine-tuned forms (-ft, -gp); weight and unit first."""
     first = {"weight": 0, "unit": 1}  # the challenge's two methods lead
     bases = sorted({base_method(m) for m in methods}, key=lambda m: (first.get(m, 2), m))
-    return [m for b in bases for m in (b, *(b + t for t in TUNINGS)) if m in methods]
+    return [m for b in bases for m in (b + t for t in TUNINGS) if m in methods]
 
 
 def methods_section(inp, d, figs, cfg) -> list[str]:

@@ -12,7 +12,7 @@ from collections import Counter
 from bench import analysis
 from bench.report_format import level, missing, pct, size, table, times, us
 from bench.report_inputs import as_percent, manifest_accuracy
-from pipeline.stages import base_method
+from pipeline.methods import base_name as base_method
 
 # variant -> the variant of the dense file with the same weight precision
 PRECISION = {"fp32": "fp32", "sparse": "fp32", "block-sparse": "fp32", "auto": "fp32", "fp16": "fp16",

@@ -49,7 +49,7 @@ def _blas_threads(threads: int) -> None:
 
 
 def _description(path: Path):
-    from pipeline.model import load
+    from pipeline.model_io import load
     return load(path)
 
 
@@ -113,7 +113,7 @@ def _load_scipy_csr(path: Path, threads: int) -> Session:
 def _load_torch(path: Path, threads: int) -> Session:
     """PyTorch eager from the description (CSR densified), under inference_mode."""
     import torch
-    from pipeline.torch_mlp import to_torch
+    from pipeline.torch_net import to_torch
     torch.set_num_threads(threads)
     net = to_torch(_description(path))
 
@@ -136,7 +136,7 @@ def _load_keras(path: Path, threads: int) -> Session:
     """Keras 3 / TensorFlow from the description, the call traced once by tf.function
     (model.predict adds ~ms of per-call overhead that is not the model's)."""
     import tensorflow as tf
-    from pipeline.keras_mlp import to_keras
+    from pipeline.keras_net import to_keras
     model = _description(path)
     net = to_keras(model)
     fn = tf.function(lambda x: net(x, training=False), reduce_retracing=True,
@@ -166,9 +166,9 @@ def _litert_loader(delegate: str) -> Callable[[Path, int], Session]:
 _HAVE_THREADPOOLCTL = importlib.util.find_spec("threadpoolctl") is not None
 
 _ROWS = (
-    Runtime(name="torch", formats=("npz",), load=_load_torch, imports=("torch", "pipeline.torch_mlp"),
+    Runtime(name="torch", formats=("npz",), load=_load_torch, imports=("torch", "pipeline.torch_net"),
             note="PyTorch eager, weights densified; torch.set_num_threads"),
-    Runtime(name="keras", formats=("npz",), load=_load_keras, imports=("tensorflow", "keras", "pipeline.keras_mlp"),
+    Runtime(name="keras", formats=("npz",), load=_load_keras, imports=("tensorflow", "keras", "pipeline.keras_net"),
             threads_in_process=False, configure=_configure_tf,
             note="Keras 3 on TensorFlow, tf.function; TF intra/inter-op threads fixed per process"),
     Runtime(name="numpy", formats=("npz",), load=_load_numpy, imports=("pipeline.model",),

@@ -36,7 +36,7 @@ def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 
 def seed_rows(model, *, framework: str, seed: int, methods, levels, x, y) -> list[dict]:
     """One row per (method, level): prune, make it physical (shrunk / CSR), score on the test set."""
-    from pipeline.prune import prune
+    from pipeline.methods import prune
     from pipeline.stages import physical
     rows = []
     for method in methods:
@@ -49,7 +49,7 @@ def seed_rows(model, *, framework: str, seed: int, methods, levels, x, y) -> lis
 
 def trained_model(framework: str, seed: int, root: Path):
     """The trained model of this seed, training it first (via the lead's stage) when absent."""
-    from pipeline import model as model_io
+    from pipeline import model_io
     from pipeline.stages import train_dir, train_stage
     path = train_dir(framework, seed, root) / "model.npz"
     if not path.is_file():

@@ -25,8 +25,9 @@ import numpy as np
 from pipeline.cli import ArgumentParser
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import write_text
-from pipeline.model import Model, load, random_model
-from pipeline.prune import prune
+from pipeline.model import Model, random_model
+from pipeline.model_io import load
+from pipeline.methods import prune
 from pipeline.shrink import shrink
 
 WIDTHS = [784, 1000, 1000, 500, 200, 10]
@@ -144,7 +145,7 @@ def _numpy(csr: bool):
         from pipeline.sparse import to_csr
         m = to_csr(model) if csr else model.densified()
         with tempfile.TemporaryDirectory() as d:
-            from pipeline.model import save
+            from pipeline.model_io import save
             size = save(m, Path(d) / "m.npz").stat().st_size
         return Built(runners={"none": lambda b: m.forward}, bytes=size, runs_sparse=csr)
     return build

@@ -16,8 +16,10 @@ from pathlib import Path
 
 from pipeline.cli import ArgumentParser
 from pipeline.errors import PrunedgeError, fail
-from pipeline.model import Model, random_model, save
-from pipeline.prune import LEVELS, prune
+from pipeline.model import Model, random_model
+from pipeline.model_io import save
+from pipeline.prune import LEVELS
+from pipeline.methods import prune
 from pipeline.shrink import shrink
 from pipeline.sparse import to_csr
 

@@ -19,49 +19,15 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.cli import ArgumentParser
+from pipeline import cli
+from pipeline.cli import FRAMEWORKS, ArgumentParser
 from pipeline.errors import PrunedgeError, fail
+from pipeline.methods import defaults
 
-FRAMEWORKS = ("torch", "tf")
-# The challenge's two one-shot methods, then what makes pruning pay at run time (issue 5):
-# 1x4 blocks (LiteRT fp32 sparse kernel), 1x16 blocks (its int8 kernel), low-rank, and the
-# gradually pruned versions that keep accuracy at high sparsity. Gradual (-gp) replaced one-shot
-# + fine-tune (-ft) in the default: same epochs per level, better at the high levels measured
-# (torch, dense 89.74%: weight 97% 89.31 vs 88.46%, block 95% 89.10 vs 88.15%, unit 90% 89.10 vs
-# 87.82%); -ft stays available.
-DEFAULT_METHODS = ("weight", "unit", "block", "block16", "lowrank",
-                   "weight-gp", "unit-gp", "block-gp", "block16-gp")
-
-
-# ------------------------------------------------------------------ option parsing
-
-def _csv(value: str) -> list[str]:
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
-def _frameworks(value: str) -> list[str]:
-    names = list(FRAMEWORKS) if value == "all" else _csv(value)
-    for name in names:
-        if name not in FRAMEWORKS:
-            raise fail("--frameworks", f"unknown framework {name!r} (choose from {', '.join(FRAMEWORKS)}, all)")
-    return names
-
-
-def _methods(value: str) -> list[str]:
-    from pipeline.stages import split_method
-    names = _csv(value)
-    for name in names:
-        split_method(name, "--methods")
-    if not names:
-        raise fail("--methods", "no method given")
-    return names
-
-
-def _levels(value: str | None) -> list[float]:
-    from pipeline.prune import LEVELS, check_sparsity
-    if not value:
-        return list(LEVELS)
-    return [check_sparsity(v, "--levels") for v in _csv(value)]
+# Gradual (-gp) replaced one-shot + fine-tune (-ft) in the default: same epochs per level, better
+# at the high levels measured (torch, dense 89.74%: weight 97% 89.31 vs 88.46%, block 95% 89.10
+# vs 88.15%, unit 90% 89.10 vs 87.82%); -ft stays available.
+DEFAULT_METHODS = defaults("mlp")
 
 
 def _jobs(value: int) -> int:
@@ -79,7 +45,7 @@ def eval_data(args, model_npz: Path | None = None):
     if args.data:
         dims = {}
         if model_npz is not None:
-            from pipeline.model import load
+            from pipeline.model_io import load
             model = load(model_npz)
             dims = {"input_dim": model.input_dim, "n_classes": model.output_dim}
         return verify.labeled(args.data, **dims)
@@ -110,7 +76,7 @@ def sources(args) -> dict[str, Path]:
         from pipeline.train import TrainConfig
         config = TrainConfig(epochs=args.epochs)
     out = {}
-    for framework in tqdm(_frameworks(args.frameworks), desc="train", unit="framework"):
+    for framework in tqdm(cli.parse_frameworks(args.frameworks), desc="train", unit="framework"):
         out[framework] = train_stage(framework, seed=args.seed, data_dir=args.data_dir, config=config,
                                      root=Path(args.root))
     return out
@@ -119,7 +85,7 @@ def sources(args) -> dict[str, Path]:
 def import_source(model_path, root: Path, *, name: str, arch: str | None = None) -> Path:
     """Describe a foreign network (pipeline.importers) and store it where prune_stage can read it."""
     from pipeline.importers import import_model
-    from pipeline.model import save
+    from pipeline.model_io import save
     if name in FRAMEWORKS or name in (".", "..") or not name or "/" in name:  # one plain folder name
         raise fail("--name", f"{name!r} cannot name an imported model (pick another with --name)")
     model = import_model(model_path, arch=arch)
@@ -189,7 +155,7 @@ def layer_timings(kdirs: list[Path], export_root: Path, formats: list[str], data
     the pool starts (so nothing else competes for the cores), for layers not timed before."""
     from export import tflite_auto
     from export.formats import FORMATS
-    from pipeline.model import load
+    from pipeline.model_io import load
     rows = [FORMATS[name] for name in formats if FORMATS[name].reads_timings]
     if not rows:
         return None
@@ -213,7 +179,7 @@ def cmd_run(args) -> int:
     root = Path(args.root)
     export_root = root / "export"
     jobs, formats = _jobs(args.jobs), [f.name for f in select(args.formats)]
-    methods, levels = _methods(args.methods), _levels(args.levels)
+    methods, levels = cli.parse_methods(args.methods), cli.parse_levels(args.levels)
     start = time.perf_counter()
     if args.arch and not args.model:
         raise fail("--arch", "only used with --model (a PyTorch state_dict's architecture)")

@@ -178,7 +178,7 @@ def check_entry(model_path: Path, entry: dict) -> None:
 
 def provenance(model_path: Path) -> tuple[dict, object]:
     """model.npz meta beside the file (and the loaded reference model), or ({}, None)."""
-    from pipeline.model import load
+    from pipeline.model_io import load
     npz = model_path.parent / "model.npz"
     if not npz.is_file():
         return {}, None

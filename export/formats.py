@@ -95,7 +95,7 @@ REFERENCE = ExportFormat(name="npz", suffix="model.npz", format="npz", variant="
 
 
 def _inspect_npz(path: Path) -> tuple[list[str], bool]:
-    from pipeline.model import load
+    from pipeline.model_io import load
     return [], physical_kind(load(path)) == "csr"
 
 

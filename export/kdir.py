@@ -18,7 +18,7 @@ from export.manifest import file_entry, library_versions
 from export.verify import FP32_ATOL, MIN_AGREEMENT, EvalData, verify_file
 from pipeline.errors import PrunedgeError
 from pipeline.fileio import sha256_bytes, sha256_file, write_json
-from pipeline.model import load
+from pipeline.model_io import load
 
 RESULTS = "export.json"
 STAMP = ".export.stage.json"  # the prune stage owns .stage.json in the same directory

@@ -52,12 +52,17 @@ class OnnxSession:
         if len(inputs) != 1 or len(outputs) < 1:
             raise fail(self.path, f"expected one input, got {len(inputs)}")
         self.input_name, self.output_name = inputs[0].name, outputs[0].name
-        width = inputs[0].shape[-1]
-        self.input_dim = width if isinstance(width, int) else None  # a foreign file may name it
+        dims = list(inputs[0].shape[1:])
+        if not dims or not all(isinstance(d, int) and d > 0 for d in dims) or len(dims) not in (1, 3):
+            raise fail(self.path, f"input shape {inputs[0].shape} is neither [batch, features] nor NCHW images")
+        # NCHW file, channels-last description: (c, h, w) -> (h, w, c)
+        self.input_shape = tuple(dims) if len(dims) == 1 else (dims[1], dims[2], dims[0])
+        self.input_dim = int(np.prod(dims))
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        width = self.input_dim or (np.shape(x)[-1] if np.ndim(x) == 2 else 0)
-        x = check_input(x, width, name=str(self.path))
+        x = check_input(x, self.input_shape, name=str(self.path))
+        if x.ndim == 4:
+            x = np.ascontiguousarray(x.transpose(0, 3, 1, 2))
         try:
             return self._session.run([self.output_name], {self.input_name: x})[0]
         except Exception as e:
@@ -92,20 +97,23 @@ class TfliteSession:
         if len(inputs) != 1 or len(outputs) != 1:
             raise fail(self.path, f"expected one input and one output, got {len(inputs)} and {len(outputs)}")
         self._in, self._out = inputs[0], outputs[0]
-        self.input_dim = int(self._in["shape"][-1])
+        self.input_shape = tuple(int(d) for d in self._in["shape"][1:])
+        if len(self.input_shape) not in (1, 3) or min(self.input_shape, default=0) < 1:
+            raise fail(self.path, f"input shape {list(self._in['shape'])} is neither [batch, features] nor NHWC images")
+        self.input_dim = int(np.prod(self.input_shape))
         self._batch = None
         self._resize(1)
 
     def _resize(self, batch: int) -> None:
         try:
-            self._it.resize_tensor_input(self._in["index"], [batch, self.input_dim])
+            self._it.resize_tensor_input(self._in["index"], [batch, *self.input_shape])
             self._it.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise fail(self.path, f"LiteRT ({self.delegate}) cannot prepare it: {_one_line(e)}") from None
         self._batch = batch
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        x = check_input(x, self.input_dim, name=str(self.path))
+        x = check_input(x, self.input_shape, name=str(self.path))
         if x.shape[0] != self._batch:
             self._resize(x.shape[0])
         self._it.set_tensor(self._in["index"], quantize(x, self._in))
@@ -138,10 +146,10 @@ class NumpySession:
     runtime = "numpy"
 
     def __init__(self, path, *, delegate=None, threads=None):
-        from pipeline.model import load
+        from pipeline.model_io import load
         self.path, self.delegate, self.threads = Path(path), None, threads
         self.model = load(path)
-        self.input_dim = self.model.input_dim
+        self.input_shape, self.input_dim = self.model.input_shape, self.model.input_dim
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.model.forward(x)

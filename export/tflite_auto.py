@@ -26,7 +26,7 @@ from export import tflite_block as tb
 from pipeline.autoformat import STATUSES, Timing, candidates, choose
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import write_bytes, write_json
-from pipeline.model import Layer, Model
+from pipeline.model import Dense, Model
 
 TIMINGS_FILE = "layer_timings.json"
 SCHEMA = 1
@@ -44,7 +44,7 @@ def block_size(weight: np.ndarray) -> int:
     return 1
 
 
-def layer_key(layer: Layer) -> str:
+def layer_key(layer: Dense) -> str:
     """What a layer's timings depend on: shape, share of weights kept, block size."""
     w = layer.dense_weight()
     return f"{w.shape[0]}x{w.shape[1]}/kept{np.count_nonzero(w) / w.size:.3f}/b{block_size(w)}"

@@ -9,7 +9,6 @@ are correct under the default delegate too. Every file is verified under both de
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,26 +42,15 @@ def check_options(options) -> SparseTfliteOptions:
     return options
 
 
+# (quantize, sparse) -> the recipe of the one converter (export.tflite_format.convert)
+CONVERT_RECIPES = {("none", False): "fp32", ("none", True): "sparse", ("dynamic", False): "int8-dynamic",
+                   ("dynamic", True): "block-int8"}
+
+
 def convert(model: Model, *, quantize: str = "none", sparse: bool = True) -> bytes:
-    """TFLite flatbuffer of the model: one FULLY_CONNECTED (+ activation) per layer, batch dim free."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
-    weights = [tf.constant(layer.dense_weight()) for layer in model.layers]
-    biases = [tf.constant(layer.bias) for layer in model.layers]
-    acts = {"relu": tf.nn.relu, "identity": tf.identity, "tanh": tf.tanh, "sigmoid": tf.sigmoid,
-            "leaky_relu": lambda z: tf.nn.leaky_relu(z, alpha=0.01)}
-
-    @tf.function(input_signature=[tf.TensorSpec([None, model.input_dim], tf.float32)])
-    def forward(x):
-        for w, b, layer in zip(weights, biases, model.layers):
-            x = acts[layer.activation](tf.matmul(x, w) + b)
-        return x
-
-    conv = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()], tf.Module())
-    conv.optimizations = ([tf.lite.Optimize.DEFAULT] if quantize == "dynamic" else []) + \
-        ([tf.lite.Optimize.EXPERIMENTAL_SPARSITY] if sparse else [])
-    return conv.convert()
+    """TFLite flatbuffer of the model (block-sparse weights stay sparse when `sparse`)."""
+    from export.tflite_format import convert as tflite_convert
+    return tflite_convert(model, CONVERT_RECIPES[(quantize, sparse)])
 
 
 def describe(buf: bytes) -> dict:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from pipeline.errors import fail
 from pipeline.fileio import write_bytes
-from pipeline.model import LEAKY_RELU_ALPHA, Model, validate
+from pipeline.model import Model, validate
 
 if TYPE_CHECKING:
     from export.formats import ExportOptions
@@ -35,6 +35,7 @@ RECIPES: dict[str, Recipe] = {
     "fp16": Recipe(optimizations=("DEFAULT",), float16=True),
     "int8-dynamic": Recipe(optimizations=("DEFAULT",)),
     "int8-full": Recipe(optimizations=("DEFAULT",), int8_full=True),
+    "block-int8": Recipe(optimizations=("DEFAULT", "EXPERIMENTAL_SPARSITY")),  # hybrid int8 1x16-block kernels
 }
 
 
@@ -44,53 +45,45 @@ def _tf():
     return tf
 
 
-def _activations(tf) -> dict:
-    return {
-        "relu": tf.nn.relu,
-        "identity": lambda z: z,
-        "tanh": tf.math.tanh,
-        "sigmoid": tf.math.sigmoid,
-        "leaky_relu": lambda z: tf.nn.leaky_relu(z, alpha=LEAKY_RELU_ALPHA),
-    }
-
-
 def concrete_function(model: Model):
-    """(concrete function, module owning it) computing the model's logits from `x`."""
+    """(concrete function, module owning it) computing the model's logits from `x`
+    ([batch, features], or [batch, h, w, c] images)."""
     tf = _tf()
+    from export.tflite_graph import forward
     validate(model)
-    acts = _activations(tf)
-    params = [(tf.constant(l.dense_weight()), tf.constant(l.bias), acts[l.activation]) for l in model.layers]
 
-    @tf.function(input_signature=[tf.TensorSpec([None, model.input_dim], tf.float32, name="x")])
+    @tf.function(input_signature=[tf.TensorSpec([None, *model.input_shape], tf.float32, name="x")])
     def serve(x):
-        for w, b, act in params:
-            x = act(tf.matmul(x, w) + b)
-        return {"logits": x}
+        return {"logits": forward(tf, model, x)}
 
     module = tf.Module()
     module.serve = serve
     return serve.get_concrete_function(), module
 
 
-def convert(model: Model, recipe: Recipe, options: "ExportOptions", source: Path) -> bytes:
+def convert(model: Model, recipe: Recipe | str, options: "ExportOptions | None" = None,
+            source: Path | str = "tflite") -> bytes:
+    """The one TF -> TFLite conversion: every TFLite file (and each layer of a per-layer mix) comes
+    from here. `options` carries calibration images (int8-full) and whether to hush the converter."""
     tf = _tf()
+    recipe = RECIPES[recipe] if isinstance(recipe, str) else recipe
+    quiet = True if options is None else options.quiet
     function, module = concrete_function(model)
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function], module)
     converter.optimizations = [getattr(tf.lite.Optimize, name) for name in recipe.optimizations]
     if recipe.float16:
         converter.target_spec.supported_types = [tf.float16]
     if recipe.int8_full:
-        calibration = options.calibration
+        calibration = None if options is None else options.calibration
         if calibration is None or len(calibration) == 0:
             raise fail("calibration", f"{source}: full int8 needs calibration images (ExportOptions.calibration)")
-        if calibration.ndim != 2 or calibration.shape[1] != model.input_dim:
-            raise fail("calibration", f"expected shape [n, {model.input_dim}], got {list(calibration.shape)}")
-        calibration = calibration.astype("float32", copy=False)
+        from pipeline.model import check_input
+        calibration = check_input(calibration, model.input_shape, name="calibration")
         converter.representative_dataset = lambda: ([calibration[i:i + 1]] for i in range(len(calibration)))
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-    with _captured_output(options.quiet) as log:
+    with _captured_output(quiet) as log:
         try:
             return converter.convert()
         except Exception as e:  # the converter raises ConverterError, ValueError, RuntimeError ...

@@ -12,8 +12,8 @@ import math
 import numpy as np
 
 from pipeline.errors import fail
-from pipeline.model import Layer, Model, validate
-from pipeline.prune import METHODS, check_sparsity
+from pipeline.model import Dense, Model, validate
+from pipeline.prune import check_sparsity
 
 
 def rank_for(shape: tuple[int, int], sparsity: float) -> int:
@@ -23,7 +23,7 @@ def rank_for(shape: tuple[int, int], sparsity: float) -> int:
     return max(1, min(min(n_in, n_out), int(math.floor(budget / (n_in + n_out) + 1e-9))))
 
 
-def factorize(layer: Layer, rank: int) -> tuple[Layer, Layer]:
+def factorize(layer: Dense, rank: int) -> tuple[Dense, Dense]:
     """Two layers whose composition is the rank-`rank` SVD truncation of `layer`.
     Singular values are split as sqrt into both factors to keep their ranges alike (int8)."""
     w = layer.dense_weight().astype(np.float64)
@@ -31,9 +31,9 @@ def factorize(layer: Layer, rank: int) -> tuple[Layer, Layer]:
         raise fail("rank", f"must be in [1, {min(w.shape)}] for a {list(w.shape)} layer, got {rank}")
     u, s, vt = np.linalg.svd(w, full_matrices=False)
     root = np.sqrt(s[:rank])
-    first = Layer(np.ascontiguousarray((u[:, :rank] * root).astype(np.float32)),
+    first = Dense(np.ascontiguousarray((u[:, :rank] * root).astype(np.float32)),
                   np.zeros(rank, np.float32), "identity")
-    second = Layer(np.ascontiguousarray((root[:, None] * vt[:rank]).astype(np.float32)),
+    second = Dense(np.ascontiguousarray((root[:, None] * vt[:rank]).astype(np.float32)),
                    layer.bias, layer.activation)
     return first, second
 
@@ -43,6 +43,8 @@ def lowrank(model: Model, sparsity, *, include_output: bool = False, ranks=None)
     k% of its weights; a layer is left dense at k=0 or when factorising would not save parameters.
     `ranks` ({layer index: rank}) overrides the choice, e.g. full rank for parity checks."""
     k = check_sparsity(sparsity)
+    if not model.is_mlp:
+        raise fail("lowrank", "factorizes fully connected chains only")
     ranks = dict(ranks or {})
     n_pruned = len(model.layers) if include_output else len(model.layers) - 1
     layers, record = [], []
@@ -58,5 +60,3 @@ def lowrank(model: Model, sparsity, *, include_output: bool = False, ranks=None)
     return validate(model.with_layers(layers, method="lowrank", sparsity=k,
                                       include_output=include_output, lowrank=record))
 
-
-METHODS["lowrank"] = lowrank

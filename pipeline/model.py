@@ -1,256 +1,250 @@
 """The framework-neutral model description every stage reads and writes.
 
-A model is an ordered tuple of fully connected layers `y = act(x @ W + b)` with
-`W` of shape [in, out] (dense float32 ndarray or `scipy.sparse.csr_array`).
+A model is a tuple of layers (`pipeline.layers`) in execution order, an input shape (features
+`(784,)` or an image `(28, 28, 1)`, channels-last) and provenance metadata. A layer reads the
+layer before it, or the layers its `inputs` name (-1 = the model input), so residual blocks are
+expressible; the last layer's output, a feature vector, is the model's output (logits).
 Its numpy forward pass is the reference every exported file is checked against.
-Saved as one `.npz` (arrays + a UTF-8 JSON metadata blob), loaded without pickle.
+Saved as one `.npz` (arrays + a UTF-8 JSON header) and loaded without pickle by `pipeline.model_io`.
 """
 from __future__ import annotations
 
-import io
-import json
-import zipfile
 from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import scipy.sparse as sp
 
-from pipeline.errors import PrunedgeError, fail
-from pipeline.fileio import atomic_path
-
-FORMAT_VERSION = 1
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    return (0.5 * (1.0 + np.tanh(0.5 * x))).astype(x.dtype, copy=False)
-
-
-def _leaky_relu(x: np.ndarray, alpha: float = 0.01) -> np.ndarray:
-    return np.where(x >= 0, x, x * np.float32(alpha)).astype(x.dtype, copy=False)
-
-
-# Activation name -> elementwise numpy function. Every exporter/importer maps these names.
-ACTIVATIONS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "relu": lambda x: np.maximum(x, 0),
-    "identity": lambda x: x,
-    "tanh": np.tanh,
-    "sigmoid": _sigmoid,
-    "leaky_relu": _leaky_relu,
-}
-LEAKY_RELU_ALPHA = 0.01
-
-
-@dataclass(frozen=True)
-class Layer:
-    weight: np.ndarray | sp.csr_array  # [in, out]
-    bias: np.ndarray  # [out]
-    activation: str = "relu"
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return tuple(self.weight.shape)
-
-    @property
-    def is_sparse(self) -> bool:
-        return sp.issparse(self.weight)
-
-    @property
-    def nnz(self) -> int:
-        return int(self.weight.nnz) if self.is_sparse else int(np.count_nonzero(self.weight))
-
-    def dense_weight(self) -> np.ndarray:
-        return self.weight.toarray() if self.is_sparse else self.weight
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        z = x @ self.weight
-        z = np.asarray(z, dtype=np.float32) + self.bias
-        return ACTIVATIONS[self.activation](z)
+from pipeline.errors import fail
+from pipeline.layers import (ACTIVATIONS, KINDS, LEAKY_RELU_ALPHA, WEIGHTED, Add, BatchNorm,  # noqa: F401
+                             Conv2D, Dense, DepthwiseConv2D, Flatten, GlobalAvgPool, Layer, Pool2D)
 
 
 @dataclass(frozen=True)
 class Model:
-    layers: tuple[Layer, ...]
+    layers: tuple
     meta: dict = field(default_factory=dict)
+    input_shape: tuple = ()  # per sample, without the batch; () = the first Dense layer's width
 
     def __post_init__(self):
         object.__setattr__(self, "layers", tuple(self.layers))
+        shape = self.input_shape or ((self.layers[0].weight.shape[0],) if self.layers and
+                                     isinstance(self.layers[0], Dense) else ())
+        object.__setattr__(self, "input_shape", tuple(int(s) for s in shape))
+
+    def sources(self, i: int) -> tuple[int, ...]:
+        """Indices of the layers layer i reads (-1 = the model input)."""
+        return tuple(self.layers[i].inputs) or (i - 1,)
+
+    @property
+    def is_chain(self) -> bool:
+        """Every layer reads the one before it (no branches)."""
+        return all(self.sources(i) == (i - 1,) for i in range(len(self.layers)))
+
+    @property
+    def is_mlp(self) -> bool:
+        """A chain of Dense layers: what the per-layer MLP methods and formats handle."""
+        return self.is_chain and all(isinstance(layer, Dense) for layer in self.layers)
 
     @property
     def widths(self) -> list[int]:
-        """[input, hidden..., output], e.g. [784, 1000, 1000, 500, 200, 10]."""
+        """[input, hidden..., output] of an MLP, e.g. [784, 1000, 1000, 500, 200, 10]."""
+        if not self.is_mlp:
+            raise fail("model", "layer widths are defined for fully connected chains only")
         return [self.layers[0].shape[0]] + [layer.shape[1] for layer in self.layers]
 
     @property
     def input_dim(self) -> int:
-        return self.widths[0]
+        """Features per sample (28x28x1 images: 784)."""
+        return int(np.prod(self.input_shape))
 
     @property
     def output_dim(self) -> int:
-        return self.widths[-1]
+        return int(self.shapes()[-1][0])
+
+    def weighted(self) -> list[tuple[int, Layer]]:
+        """(index, layer) of every layer with a weight and a bias."""
+        return [(i, layer) for i, layer in enumerate(self.layers) if isinstance(layer, WEIGHTED)]
 
     @property
     def n_params(self) -> int:
-        return sum(int(np.prod(layer.shape)) + layer.bias.size for layer in self.layers)
+        return sum(layer.n_weights + layer.bias.size for _, layer in self.weighted())
 
     @property
     def n_nonzero(self) -> int:
-        return sum(layer.nnz + int(np.count_nonzero(layer.bias)) for layer in self.layers)
+        return sum(layer.nnz + int(np.count_nonzero(layer.bias)) for _, layer in self.weighted())
+
+    def shapes(self) -> list[tuple]:
+        """Output shape (without batch) of every layer."""
+        out: list[tuple] = []
+        for i, layer in enumerate(self.layers):
+            out.append(layer.out_shape(*[self.input_shape if j < 0 else out[j] for j in self.sources(i)]))
+        return out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits (or final activations) for a float32 batch [n, input_dim]."""
-        x = check_input(x, self.input_dim)
-        for layer in self.layers:
-            x = layer(x)
-        return x
+        """Logits (or final activations) for a float32 batch [n, *input_shape] (or flat [n, input_dim])."""
+        x = check_input(x, self.input_shape)
+        last_use = {}
+        for i in range(len(self.layers)):
+            for j in self.sources(i):
+                last_use[j] = i
+        values = {-1: x}
+        for i, layer in enumerate(self.layers):
+            values[i] = layer(*[values[j] for j in self.sources(i)])
+            for j in self.sources(i):
+                if last_use[j] == i:
+                    del values[j]  # keep only what a later layer still reads
+        return values[len(self.layers) - 1]
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x).argmax(axis=1)
 
     def with_layers(self, layers, **meta) -> "Model":
-        return replace(self, layers=tuple(layers), meta={**self.meta, **meta})
+        """These layers and this meta (updated); a feature-vector input follows the first Dense layer."""
+        layers = tuple(layers)
+        flat = len(self.input_shape) == 1 and layers and isinstance(layers[0], Dense)
+        return replace(self, layers=layers, meta={**self.meta, **meta},
+                       input_shape=(layers[0].weight.shape[0],) if flat else self.input_shape)
 
     def densified(self) -> "Model":
-        return self.with_layers([replace(l, weight=l.dense_weight()) for l in self.layers])
+        return self.with_layers([replace(l, weight=l.dense_weight()) if isinstance(l, WEIGHTED) else l
+                                 for l in self.layers])
 
 
-def check_input(x, input_dim: int, name: str = "input") -> np.ndarray:
-    """A 2-D float32 batch with `input_dim` features, or a PrunedgeError."""
+def check_input(x, input_shape, name: str = "input") -> np.ndarray:
+    """A float32 batch shaped [n, *input_shape], from that shape, flat [n, features], or [n, h, w] for
+    one-channel images; anything else is a PrunedgeError naming the expected shape."""
+    input_shape = (int(input_shape),) if np.isscalar(input_shape) else tuple(input_shape)
     try:
         x = np.asarray(x)
     except (ValueError, TypeError) as e:  # ragged nested lists and the like
         raise fail(name, f"not a numeric array ({' '.join(str(e).split())[:200]})") from None
-    if x.ndim != 2 or x.shape[1] != input_dim:
-        raise fail(name, f"expected shape [batch, {input_dim}], got {list(x.shape)}")
+    accepted = {input_shape, (int(np.prod(input_shape)),)}
+    if len(input_shape) == 3 and input_shape[2] == 1:
+        accepted.add(input_shape[:2])
+    if x.ndim < 2 or tuple(x.shape[1:]) not in accepted:
+        expected = " or ".join(f"[batch, {', '.join(map(str, s))}]" for s in sorted(accepted, key=len, reverse=True))
+        raise fail(name, f"expected shape {expected}, got {list(x.shape)}")
     if x.shape[0] == 0:
         raise fail(name, "empty batch")
     if not np.issubdtype(x.dtype, np.floating):
         raise fail(name, f"expected float32 values, got dtype {x.dtype}")
-    return x.astype(np.float32, copy=False)
-
-
-def validate(model: Model, source: str = "model") -> Model:
-    """Check shapes chain, dtypes are float32, values finite and activations known."""
-    if not model.layers:
-        raise fail(source, "model has no layers")
-    prev_out = None
-    for i, layer in enumerate(model.layers):
-        w, b = layer.weight, layer.bias
-        where = f"layer {i}"
-        if not (isinstance(w, np.ndarray) or isinstance(w, sp.csr_array)):
-            raise fail(source, f"{where} weight must be an ndarray or csr_array, got {type(w).__name__}")
-        if w.ndim != 2:
-            raise fail(source, f"{where} weight must be 2-D, got shape {list(w.shape)}")
-        if not isinstance(b, np.ndarray) or b.ndim != 1 or b.shape[0] != w.shape[1]:
-            raise fail(source, f"{where} bias shape {list(np.shape(b))} does not match weight {list(w.shape)}")
-        if w.dtype != np.float32 or b.dtype != np.float32:
-            raise fail(source, f"{where} must be float32, got {w.dtype}/{b.dtype}")
-        values = w.data if sp.issparse(w) else w
-        if not (np.isfinite(values).all() and np.isfinite(b).all()):
-            raise fail(source, f"{where} has NaN or infinite values")
-        if prev_out is not None and w.shape[0] != prev_out:
-            raise fail(source, f"{where} takes {w.shape[0]} inputs but layer {i - 1} gives {prev_out}")
-        if layer.activation not in ACTIVATIONS:
-            raise fail(source, f"{where} has unknown activation {layer.activation!r}")
-        prev_out = w.shape[1]
-    return model
+    return x.astype(np.float32, copy=False).reshape(len(x), *input_shape)
 
 
 def dense_model(weights, biases, activations=None, **meta) -> Model:
-    """Build a validated model from lists of [in, out] weights and biases."""
+    """Build a validated MLP from lists of [in, out] weights and biases."""
     n = len(weights)
     activations = activations or ["relu"] * (n - 1) + ["identity"]
-    layers = [
-        Layer(np.ascontiguousarray(w, dtype=np.float32), np.ascontiguousarray(b, dtype=np.float32), a)
-        for w, b, a in zip(weights, biases, activations)
-    ]
+    layers = [Dense(np.ascontiguousarray(w, dtype=np.float32), np.ascontiguousarray(b, dtype=np.float32), a)
+              for w, b, a in zip(weights, biases, activations)]
     return validate(Model(tuple(layers), meta))
 
 
 def random_model(widths, seed: int = 0, activations=None, **meta) -> Model:
-    """He-initialised model, for tests and benchmarks of untrained shapes."""
+    """He-initialised MLP, for tests and benchmarks of untrained shapes."""
     rng = np.random.default_rng(seed)
     weights = [rng.normal(0, np.sqrt(2.0 / a), (a, b)) for a, b in zip(widths[:-1], widths[1:])]
     biases = [rng.normal(0, 0.05, b) for b in widths[1:]]
     return dense_model(weights, biases, activations, seed=seed, framework="random", **meta)
 
 
-# ---------------------------------------------------------------- save / load
+def is_sparse(layer) -> bool:
+    return isinstance(layer, WEIGHTED) and sp.issparse(layer.weight)
 
-def save(model: Model, path: str | Path) -> Path:
-    """Write the model as one .npz atomically. Metadata goes in as UTF-8 JSON bytes."""
-    validate(model, str(path))
-    arrays: dict[str, np.ndarray] = {}
-    layer_info = []
+
+
+
+# ---------------------------------------------------------------- validation
+
+def validate(model: Model, source: str = "model") -> Model:
+    """Check kinds, wiring, shapes, dtypes, finiteness and names; a PrunedgeError names the layer."""
+    if not model.layers:
+        raise fail(source, "model has no layers")
+    if not model.input_shape or len(model.input_shape) not in (1, 3) or min(model.input_shape) < 1:
+        raise fail(source, f"input shape {list(model.input_shape)} is neither [features] nor [h, w, c] "
+                           "with every size >= 1")
+    shapes: list[tuple] = []
+    used = set()
     for i, layer in enumerate(model.layers):
-        arrays[f"layer{i}.bias"] = layer.bias
-        if layer.is_sparse:
-            w = layer.weight
-            arrays[f"layer{i}.csr_data"] = w.data.astype(np.float32)
-            arrays[f"layer{i}.csr_indices"] = w.indices.astype(np.int32)
-            arrays[f"layer{i}.csr_indptr"] = w.indptr.astype(np.int64)
-        else:
-            arrays[f"layer{i}.weight"] = layer.weight
-        layer_info.append({"shape": list(layer.shape), "activation": layer.activation,
-                           "storage": "csr" if layer.is_sparse else "dense"})
-    header = {"format": "prunedge-model", "version": FORMAT_VERSION,
-              "layers": layer_info, "meta": model.meta}
-    arrays["meta.json"] = np.frombuffer(json.dumps(header, sort_keys=True).encode(), dtype=np.uint8)
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(_deterministic_zip(buf.getvalue()))
-    return Path(path)
+        where = f"layer {i} ({getattr(layer, 'kind', type(layer).__name__)})"
+        if type(layer) not in KINDS.values():
+            raise fail(source, f"{where}: not a layer kind of the description")
+        srcs = model.sources(i)
+        if len(srcs) != (2 if isinstance(layer, Add) else 1) or not all(-1 <= j < i for j in srcs):
+            raise fail(source, f"{where}: reads {list(srcs)}; needs {2 if isinstance(layer, Add) else 1} "
+                               "earlier layer(s) (-1 = the input)")
+        used.update(srcs)
+        ins = [model.input_shape if j < 0 else shapes[j] for j in srcs]
+        _check_layer(layer, ins, source, where)
+        out = tuple(int(s) for s in layer.out_shape(*ins))
+        if min(out) < 1:
+            raise fail(source, f"{where}: output shape {list(out)} has an empty dimension")
+        shapes.append(out)
+    dead = sorted(set(range(len(model.layers) - 1)) - used)
+    if dead:
+        raise fail(source, f"layer {dead[0]}: its output is never used")
+    if len(shapes[-1]) != 1:
+        raise fail(source, f"the last layer gives shape {list(shapes[-1])}; the model must end in a feature vector")
+    return model
 
 
-def _deterministic_zip(data: bytes) -> bytes:
-    """Rewrite a zip with fixed timestamps so equal models give byte-identical files."""
-    src = zipfile.ZipFile(io.BytesIO(data))
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
-        for info in src.infolist():
-            fixed = zipfile.ZipInfo(info.filename, date_time=(1980, 1, 1, 0, 0, 0))
-            fixed.compress_type = zipfile.ZIP_DEFLATED
-            dst.writestr(fixed, src.read(info.filename))
-    return out.getvalue()
+def _check_layer(layer, ins: list[tuple], source, where: str) -> None:
+    shape = ins[0]
+    if isinstance(layer, Dense):
+        if len(shape) != 1:
+            raise fail(source, f"{where}: reads shape {list(shape)}; a Dense layer needs a feature vector "
+                               "(add a Flatten or GlobalAvgPool)")
+    elif len(shape) != 3:
+        raise fail(source, f"{where}: reads shape {list(shape)}; needs an image [h, w, c]")
+    if isinstance(layer, WEIGHTED):
+        _check_weights(layer, shape, source, where)
+    if getattr(layer, "activation", "identity") not in ACTIVATIONS:
+        raise fail(source, f"{where}: unknown activation {layer.activation!r}")
+    for name in ("stride", "pads", "size", "kernel"):
+        values = getattr(layer, name, None)
+        low = 0 if name == "pads" else 1
+        if values is not None and (len(values) != (4 if name == "pads" else 2) or min(values) < low):
+            raise fail(source, f"{where}: {name} {list(values)} must be {'4' if name == 'pads' else '2'} "
+                               f"integers >= {low}")
+    if isinstance(layer, Pool2D):
+        if layer.op not in Pool2D.OPS:
+            raise fail(source, f"{where}: unknown pooling {layer.op!r} (choose from {', '.join(Pool2D.OPS)})")
+        if layer.op == "avg" and any(layer.pads):
+            raise fail(source, f"{where}: padded average pooling is not supported")
+        if max(layer.pads[:2]) >= layer.size[0] or max(layer.pads[2:]) >= layer.size[1]:
+            raise fail(source, f"{where}: padding {list(layer.pads)} not smaller than the window {list(layer.size)}")
+    if isinstance(layer, Flatten) and layer.layout not in Flatten.LAYOUTS:
+        raise fail(source, f"{where}: unknown layout {layer.layout!r} (choose from {', '.join(Flatten.LAYOUTS)})")
+    if isinstance(layer, BatchNorm):
+        arrays = (layer.gamma, layer.beta, layer.mean, layer.var)
+        if any(not isinstance(a, np.ndarray) or a.shape != (shape[-1],) for a in arrays):
+            raise fail(source, f"{where}: statistics must be [{shape[-1]}] arrays")
+        if not all(np.isfinite(a).all() for a in arrays) or (layer.var < 0).any() or not layer.eps > 0:
+            raise fail(source, f"{where}: non-finite statistics, negative variance or eps <= 0")
+    if isinstance(layer, Add) and ins[0] != ins[1]:
+        raise fail(source, f"{where}: adds shapes {list(ins[0])} and {list(ins[1])}")
 
 
-def load(path: str | Path) -> Model:
-    """Load and validate a model .npz; never unpickles. Raises PrunedgeError on any defect."""
-    path = Path(path)
-    if not path.is_file():
-        raise fail(path, "model file not found")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            files = {name: npz[name] for name in npz.files}
-    except ValueError as e:
-        raise fail(path, f"not a valid model file ({e})") from None
-    except (OSError, zipfile.BadZipFile, EOFError, KeyError) as e:
-        raise fail(path, f"corrupt or truncated model file ({type(e).__name__}: {e})") from None
-    if "meta.json" not in files:
-        raise fail(path, "not a prunedge model (no meta.json entry)")
-    try:
-        header = json.loads(files["meta.json"].tobytes().decode())
-        infos = header["layers"]
-        meta = header.get("meta", {})
-    except (ValueError, KeyError, TypeError) as e:
-        raise fail(path, f"unreadable metadata ({e})") from None
-    if header.get("format") != "prunedge-model":
-        raise fail(path, "not a prunedge model file")
-    layers = []
-    try:
-        for i, info in enumerate(infos):
-            shape = tuple(int(s) for s in info["shape"])
-            if info["storage"] == "csr":
-                w = sp.csr_array((files[f"layer{i}.csr_data"], files[f"layer{i}.csr_indices"],
-                                  files[f"layer{i}.csr_indptr"]), shape=shape)
-                w.check_format(full_check=True)
-            else:
-                w = files[f"layer{i}.weight"]
-                if w.shape != shape:
-                    raise ValueError(f"layer {i} weight shape {list(w.shape)} != recorded {list(shape)}")
-            layers.append(Layer(w, files[f"layer{i}.bias"], info["activation"]))
-    except (KeyError, ValueError, TypeError) as e:
-        raise fail(path, f"inconsistent model file ({e})") from None
-    return validate(Model(tuple(layers), meta), str(path))
+def _check_weights(layer, shape: tuple, source, where: str) -> None:
+    w, b = layer.weight, layer.bias
+    if not (isinstance(w, np.ndarray) or (isinstance(w, sp.csr_array) and not isinstance(layer, DepthwiseConv2D))):
+        raise fail(source, f"{where}: weight must be an ndarray{'' if isinstance(layer, DepthwiseConv2D) else ' or csr_array'}, "
+                           f"got {type(w).__name__}")
+    want = {Dense: 2, Conv2D: 2 if sp.issparse(w) else 4, DepthwiseConv2D: 4}[type(layer)]
+    if w.ndim != want:
+        raise fail(source, f"{where}: weight must be {want}-D, got shape {list(w.shape)}")
+    if isinstance(layer, Conv2D) and (len(layer.kernel) != 2 or min(layer.kernel) < 1 or
+                                      (sp.issparse(w) and w.shape[1] % int(np.prod(layer.kernel)))):
+        raise fail(source, f"{where}: kernel {list(layer.kernel)} does not fit weight {list(w.shape)}")
+    out = {Dense: lambda: w.shape[1], Conv2D: lambda: w.shape[0], DepthwiseConv2D: lambda: w.shape[0]}[type(layer)]()
+    if not isinstance(b, np.ndarray) or b.ndim != 1 or b.shape[0] != out:
+        raise fail(source, f"{where}: bias shape {list(np.shape(b))} does not match weight {list(w.shape)}")
+    if w.dtype != np.float32 or b.dtype != np.float32:
+        raise fail(source, f"{where}: must be float32, got {w.dtype}/{b.dtype}")
+    values = w.data if sp.issparse(w) else w
+    if not (np.isfinite(values).all() and np.isfinite(b).all()):
+        raise fail(source, f"{where}: has NaN or infinite values")
+    takes = {Dense: lambda: w.shape[0], Conv2D: lambda: layer.in_channels, DepthwiseConv2D: lambda: w.shape[0]}
+    if takes[type(layer)]() != shape[-1] or (isinstance(layer, DepthwiseConv2D) and w.shape[1] != 1):
+        raise fail(source, f"{where}: weight {list(layer.shape)} does not take the {shape[-1]} "
+                           f"{'inputs' if len(shape) == 1 else 'channels'} it is given")

@@ -1,4 +1,4 @@
-"""One-shot magnitude pruning as pure functions on the model description.
+"""One-shot magnitude pruning (weights, units/filters) as pure functions on the model description.
 
 Counts are exact: the k% is turned into an integer with round-half-up and the
 smallest entries are picked by a stable ranking, never by a threshold, so ties
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Callable
 
 import numpy as np
 
+from pipeline import channels
 from pipeline.errors import fail
-from pipeline.model import Layer, Model
+from pipeline.layers import BatchNorm, Conv2D, Dense, DepthwiseConv2D
+from pipeline.model import Model
 
 LEVELS = (0, 25, 50, 60, 70, 80, 90, 95, 97, 99)
 
@@ -39,15 +40,19 @@ def smallest(scores: np.ndarray, count: int) -> np.ndarray:
     return np.argsort(scores, kind="stable")[:count]
 
 
-def _pruned_layers(model: Model, include_output: bool) -> range:
-    return range(len(model.layers) if include_output else len(model.layers) - 1)
+def prunable_layers(model: Model, include_output: bool = False) -> list[int]:
+    """Dense and Conv2D layers whose weights pruning may remove: all but the output layer
+    (unless `include_output`); depthwise kernels hold ~1% of a CNN's weights and stay dense."""
+    last = len(model.layers) - 1
+    return [i for i, layer in model.weighted()
+            if isinstance(layer, (Dense, Conv2D)) and (include_output or i != last)]
 
 
 def weight_prune(model: Model, sparsity, *, include_output: bool = False) -> Model:
-    """Zero exactly round(k%) of the smallest-|w| weights in each hidden layer."""
+    """Zero exactly round(k%) of the smallest-|w| weights in each prunable layer."""
     k = check_sparsity(sparsity)
     layers = list(model.layers)
-    for i in _pruned_layers(model, include_output):
+    for i in prunable_layers(model, include_output):
         w = layers[i].dense_weight()
         drop = smallest(np.abs(w).ravel(), count_to_remove(w.size, k))
         pruned = w.copy().ravel()
@@ -57,42 +62,37 @@ def weight_prune(model: Model, sparsity, *, include_output: bool = False) -> Mod
 
 
 def unit_prune(model: Model, sparsity, *, include_output: bool = False) -> Model:
-    """Zero the incoming weights (columns) of exactly round(k%) of each hidden layer's units
-    with the smallest L2 norm, keeping at least one. The unit then outputs the constant act(bias),
-    which `shrink` folds into the next layer. The output layer never loses units
-    (`include_output` is accepted for a uniform signature and ignored)."""
+    """Zero the incoming weights of exactly round(k%) of each channel group's units (filters), the
+    ones with the smallest L2 norm, keeping at least one (`pipeline.channels` says which channels
+    go together). A removed unit of a foldable group outputs the constant act(bias), which `shrink`
+    folds into its readers; elsewhere its biases go too, so it outputs exactly 0. The output layer
+    never loses units (`include_output` is accepted for a uniform signature and ignored)."""
     k = check_sparsity(sparsity)
     layers = list(model.layers)
-    for i in range(len(layers) - 1):
-        w = layers[i].dense_weight()
-        n_units = w.shape[1]
-        drop = smallest(np.linalg.norm(w, axis=0), min(count_to_remove(n_units, k), n_units - 1))
-        pruned = w.copy()
-        pruned[:, drop] = 0.0
-        layers[i] = replace(layers[i], weight=pruned)
+    for group in channels.groups(model):
+        if not group.prunable:
+            continue
+        drop = smallest(channels.filter_norms(model, group), min(count_to_remove(group.size, k), group.size - 1))
+        for i in group.producers:
+            layers[i] = zero_channels(layers[i], drop, bias=not group.foldable)
+        if not group.foldable:
+            for i in group.carriers:
+                layers[i] = zero_channels(layers[i], drop, bias=True)
     return model.with_layers(layers, method="unit", sparsity=k)
 
 
-def no_prune(model: Model, sparsity=0, *, include_output: bool = False) -> Model:
-    return model.with_layers(model.layers, method="dense", sparsity=0.0)
+def zero_channels(layer, channels_: np.ndarray, *, bias: bool):
+    """The layer with output channels `channels_` zeroed (weights; biases too when `bias`)."""
+    if isinstance(layer, BatchNorm):
+        return replace(layer, gamma=_zeroed(layer.gamma, channels_, 0), beta=_zeroed(layer.beta, channels_, 0))
+    if not isinstance(layer, (Dense, Conv2D, DepthwiseConv2D)):
+        return layer
+    axis = 1 if isinstance(layer, Dense) else 0
+    out = replace(layer, weight=_zeroed(layer.dense_weight(), channels_, axis))
+    return replace(out, bias=_zeroed(layer.bias, channels_, 0)) if bias else out
 
 
-# Method name -> masked pruning function. Later methods (block, fine-tuned, low-rank) register here.
-METHODS: dict[str, Callable[..., Model]] = {
-    "weight": weight_prune,
-    "unit": unit_prune,
-}
-
-
-def prune(model: Model, method: str, sparsity, *, include_output: bool = False) -> Model:
-    if method not in METHODS:
-        raise fail("method", f"unknown pruning method {method!r} (choose from {', '.join(METHODS)})")
-    return METHODS[method](model, sparsity, include_output=include_output)
-
-
-def sparsity_of(layer: Layer) -> float:
-    return 1.0 - layer.nnz / float(np.prod(layer.shape))
-
-
-# Structured and low-rank methods register themselves into METHODS (additive; keep last).
-from pipeline import lowrank as _lowrank, prune_block as _prune_block  # noqa: E402,F401
+def _zeroed(a: np.ndarray, index: np.ndarray, axis: int) -> np.ndarray:
+    a = a.copy()
+    a[(slice(None),) * axis + (index,)] = 0.0
+    return a

@@ -12,13 +12,12 @@ shorter block per column, ranked by its own norm like the others.
 from __future__ import annotations
 
 from dataclasses import replace
-from functools import partial
-
 import numpy as np
 
 from pipeline.errors import fail
+from pipeline.layers import Dense
 from pipeline.model import Model
-from pipeline.prune import METHODS, check_sparsity, count_to_remove, smallest
+from pipeline.prune import check_sparsity, count_to_remove, prunable_layers, smallest
 
 NORMS = {
     "l2": lambda blocks: np.sqrt(np.sum(blocks.astype(np.float64) ** 2, axis=1)),
@@ -26,8 +25,22 @@ NORMS = {
 }
 
 
-def _hidden(model: Model, include_output: bool) -> range:
-    return range(len(model.layers) if include_output else len(model.layers) - 1)
+def matrix_layers(model: Model, include_output: bool) -> list[int]:
+    """Layers whose weight is an [in, out] matrix a sparse kernel runs: Dense, and 1x1 Conv2D
+    (the pointwise convolutions XNNPACK's sparse inference targets); other kernels stay dense."""
+    return [i for i in prunable_layers(model, include_output)
+            if isinstance(model.layers[i], Dense) or model.layers[i].kernel == (1, 1)]
+
+
+def _get(layer) -> np.ndarray:
+    """The layer's weight as [in, out]."""
+    w = layer.dense_weight()
+    return w if isinstance(layer, Dense) else w[:, :, 0, 0].T
+
+
+def _put(layer, w: np.ndarray):
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    return replace(layer, weight=w if isinstance(layer, Dense) else np.ascontiguousarray(w.T[:, :, None, None]))
 
 
 def _padded_blocks(w: np.ndarray, size: int) -> np.ndarray:
@@ -56,9 +69,9 @@ def block_prune(model: Model, sparsity, *, include_output: bool = False,
     """Zero exactly round(k%) of each hidden layer's 1x`size` weight blocks (lowest norm)."""
     k = check_sparsity(sparsity)
     layers = list(model.layers)
-    for i in _hidden(model, include_output):
-        w = layers[i].dense_weight()
-        layers[i] = replace(layers[i], weight=np.where(block_mask(w, k, size=size, norm=norm), w, 0).astype(np.float32))
+    for i in matrix_layers(model, include_output):
+        w = _get(layers[i])
+        layers[i] = _put(layers[i], np.where(block_mask(w, k, size=size, norm=norm), w, 0))
     method = ("block" if size == 4 else f"block{size}") + ("" if norm == "l2" else f"-{norm}")
     return model.with_layers(layers, method=method, sparsity=k, include_output=include_output,
                              block=[1, int(size)], block_norm=norm)
@@ -97,12 +110,12 @@ def nm_prune(model: Model, sparsity, *, include_output: bool = False, m: int = 4
     k = check_sparsity(sparsity)
     layers = list(model.layers)
     removed = total = 0
-    for i in _hidden(model, include_output):
-        w = layers[i].dense_weight()
+    for i in matrix_layers(model, include_output):
+        w = _get(layers[i])
         keep = nm_mask(w, k, m=m)
         removed += int((~keep).sum())
         total += keep.size
-        layers[i] = replace(layers[i], weight=np.where(keep, w, 0).astype(np.float32))
+        layers[i] = _put(layers[i], np.where(keep, w, 0))
     achieved = 100.0 * removed / total if total else 0.0
     return model.with_layers(layers, method="nm", sparsity=k, include_output=include_output,
                              nm=[m - min(count_to_remove(m, k), m - 1), m], achieved_sparsity=achieved)
@@ -113,17 +126,9 @@ def balanced_prune(model: Model, sparsity, *, include_output: bool = False) -> M
     (round-half-up of k% removed per unit, smallest |w|), so sparse rows are load-balanced."""
     k = check_sparsity(sparsity)
     layers = list(model.layers)
-    for i in _hidden(model, include_output):
-        w = layers[i].dense_weight()
+    for i in matrix_layers(model, include_output):
+        w = _get(layers[i])
         keep = _group_keep(np.abs(w)[None], count_to_remove(w.shape[0], k))[0]
-        layers[i] = replace(layers[i], weight=np.where(keep, w, 0).astype(np.float32))
+        layers[i] = _put(layers[i], np.where(keep, w, 0))
     return model.with_layers(layers, method="balanced", sparsity=k, include_output=include_output)
 
-
-METHODS.update({
-    "block": block_prune,
-    "block16": partial(block_prune, size=16),
-    "block-l1": partial(block_prune, norm="l1"),
-    "nm": nm_prune,
-    "balanced": balanced_prune,
-})

@@ -13,12 +13,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline import model as model_io
-from pipeline.fileio import sha256_file, write_json
-from pipeline.prune import LEVELS, prune
-from pipeline.shrink import shrink
-from pipeline.sparse import to_csr
+from pipeline import finetune, model_io
 from pipeline.errors import fail
+from pipeline.fileio import sha256_file, write_json
+from pipeline.methods import physical, prune, resolve
+from pipeline.prune import LEVELS
 
 STAMP = ".stage.json"
 ARTIFACTS = Path("artifacts")
@@ -47,10 +46,15 @@ def mark(stamp_path: Path, key: dict, outputs) -> None:
                             "outputs": hashes})
 
 
+def level_name(sparsity: float) -> str:
+    """`k<NN>`: two digits; fractional levels keep two decimals (33.3 -> k33p30)."""
+    sparsity = float(sparsity)
+    return f"k{int(sparsity):02d}" if sparsity.is_integer() else f"k{sparsity:05.2f}".replace(".", "p")
+
+
 def level_dir(root: Path, framework: str, method: str, sparsity: float) -> Path:
-    """`<root>/<framework>/<method>/k<NN>`: two digits; fractional levels keep their decimals."""
-    name = f"k{int(sparsity):02d}" if float(sparsity).is_integer() else f"k{sparsity:05.2f}".replace(".", "p")
-    return Path(root) / framework / method / name
+    """`<root>/<framework>/<method>/k<NN>`."""
+    return Path(root) / framework / method / level_name(sparsity)
 
 
 def train_dir(framework: str, seed: int, root: Path = ARTIFACTS) -> Path:
@@ -77,64 +81,13 @@ def train_stage(framework: str, *, seed: int = 0, data_dir=None, config=None,
     return out / "model.npz"
 
 
-def physical(model: model_io.Model) -> model_io.Model:
-    """The stored form: unit-pruned -> shrunk dense, weight-pruned -> CSR, others unchanged."""
-    method = str(model.meta.get("method", "dense"))
-    if float(model.meta.get("sparsity", 0)) == 0:
-        return model.with_layers(model.layers, physical="dense")
-    return PHYSICAL.get(base_method(method), lambda m: m)(model)
-
-
-# Base method name -> how its pruning is made physical (others, e.g. lowrank, stay dense).
-PHYSICAL = {"unit": shrink, "weight": to_csr, "block": to_csr, "block16": to_csr, "block-l1": to_csr,
-            "nm": to_csr, "balanced": to_csr}
-
-
-# Method-name suffix -> how the pruned model is retrained (its mask fixed while training).
-ONE_SHOT_FT = "-ft"  # prune the trained model to k once, then fine-tune
-GRADUAL = "-gp"  # prune the previous level's fine-tuned model to k, then fine-tune (see prune_stage)
-TUNINGS = (ONE_SHOT_FT, GRADUAL)
-NOT_GRADUAL = frozenset({"lowrank"})  # factorizes layers; pruning its output again makes no sense
-# Masked fine-tuning, cosine-decayed per batch from FT_LR. Measured in torch (test accuracy,
-# dense 89.74%): weight 95% 88.4 (1 epoch, constant rate) -> 88.5 (2 epochs); unit 80% 87.7 -> 89.3.
-# Gradual (2 epochs per level, 1e-3) at weight 95%: torch 89.05, tf 89.14 (one-shot + ft: 88.5, 88.8).
-FT_EPOCHS = 2
-# 2e-3 beat 1e-3 from the same gradual start, 2 epochs (torch): block 95% 89.10 vs 88.56,
-# block 90% 89.77 vs 89.40, unit 90% 88.72 vs 88.46, weight 95% 89.41 vs 89.38; 1e-4 lost
-# (weight 95%, 3 epochs one-shot: 86.9 vs 88.9 at 1e-3).
-FT_LR = 2e-3
-FT_SCHEDULE = "cosine-step"  # ends at ~0 so the result is not a noisy snapshot
 MASKED = ".masked.npz"  # a gradual level's fine-tuned model before shrink/CSR: the next level's start
-
-
-def split_method(name: str, subject: str = "method") -> tuple[str, str]:
-    """"weight-ft" -> ("weight", "-ft"), "unit" -> ("unit", ""): a known one-shot method and
-    how it is retrained ("" = not at all)."""
-    from pipeline.prune import METHODS
-    base, tuning = name, ""
-    for suffix in TUNINGS:
-        if name.endswith(suffix):
-            base, tuning = name.removesuffix(suffix), suffix
-    if base not in METHODS:
-        known = ", ".join(list(METHODS) + [f"<method>{s}" for s in TUNINGS])
-        raise fail(subject, f"unknown method {name!r} (choose from {known})")
-    if tuning == GRADUAL and base in NOT_GRADUAL:
-        raise fail(subject, f"{name!r}: {base} changes the layer structure, so it cannot be re-applied level "
-                            f"by level (use {base}{ONE_SHOT_FT})")
-    return base, tuning
-
-
-def base_method(name: str) -> str:
-    """"block-gp" -> "block"; unknown names are returned unchanged."""
-    for suffix in TUNINGS:
-        name = name.removesuffix(suffix)
-    return name
 
 
 def method_levels(method: str, levels) -> list[float]:
     """The levels a method is computed at: `levels`, and for a gradual method also every standard
     level below their maximum, since a gradual 95% model is reached through 25, 50, ... 90."""
-    if split_method(method)[1] != GRADUAL or not len(levels):
+    if resolve(method)[1] != "-gp" or not len(levels):
         return list(levels)
     top = max(float(k) for k in levels)
     return sorted({float(k) for k in levels} | {float(k) for k in LEVELS if k < top})
@@ -147,7 +100,7 @@ def _fashion_mnist(data_dir=None):
 
 def prune_stage(trained_npz: Path, *, framework: str, methods=("weight", "unit"), levels=LEVELS,
                 out_root: Path = ARTIFACTS / "export", include_output: bool = False,
-                dataset=None, ft_epochs: int = FT_EPOCHS) -> list[Path]:
+                dataset=None, ft_epochs: int = finetune.EPOCHS) -> list[Path]:
     """Prune one trained model at every level with every method; write the physical form.
 
     "-ft" methods are pruned once from the trained model and fine-tuned with the mask fixed;
@@ -170,32 +123,30 @@ def prune_stage(trained_npz: Path, *, framework: str, methods=("weight", "unit")
     jobs = [(m, k) for m in methods for k in method_levels(m, levels)]
     previous: dict[str, Path] = {}  # gradual method -> the last level's MASKED file
     for method, k in tqdm(jobs, desc=f"prune {framework}", unit="model"):
-        method_base, tuning = split_method(method)
+        method_row, tuning = resolve(method)
         out = level_dir(out_root, framework, method, k)
-        start = previous.get(method) if tuning == GRADUAL else None
+        start = previous.get(method) if tuning == "-gp" else None
         key = {"stage": "prune", "method": method, "sparsity": k, "include_output": include_output,
                "source": sha256_file(start) if start else trained_sha}
         if tuning and k > 0:
-            key["finetune"] = {"framework": ft_framework, "epochs": ft_epochs, "lr": FT_LR,
-                               "schedule": FT_SCHEDULE}
-        outputs = [out / "model.npz"] + ([out / MASKED] if tuning == GRADUAL else [])
+            key["finetune"] = {"framework": ft_framework, "epochs": ft_epochs, "lr": finetune.LR,
+                               "schedule": finetune.SCHEDULE}
+        outputs = [out / "model.npz"] + ([out / MASKED] if tuning == "-gp" else [])
         if not fresh(out / STAMP, key):
             source = model_io.load(start) if start else base
-            masked = prune(source, method_base, k, include_output=include_output)
+            masked = prune(source, method_row.name, k, include_output=include_output)
             if tuning and k > 0:
-                from pipeline.finetune import fine_tune
-                masked = fine_tune(masked, data(), framework=ft_framework,
-                                   seed=int(base.meta.get("seed", 0)), epochs=ft_epochs, lr=FT_LR,
-                                   schedule=FT_SCHEDULE, progress=False)
+                masked = finetune.fine_tune(masked, data(), framework=ft_framework,
+                                            seed=int(base.meta.get("seed", 0)), epochs=ft_epochs, progress=False)
             masked = masked.with_layers(masked.layers, method=method,
                                         framework=base.meta.get("framework", framework),
                                         **({"gradual_from": float(source.meta.get("sparsity", 0))}
-                                           if tuning == GRADUAL else {}))
+                                           if tuning == "-gp" else {}))
             model_io.save(physical(masked), out / "model.npz")
-            if tuning == GRADUAL:
+            if tuning == "-gp":
                 model_io.save(masked, out / MASKED)
             mark(out / STAMP, key, outputs)
-        if tuning == GRADUAL:
+        if tuning == "-gp":
             previous[method] = out / MASKED
         written.append(out / "model.npz")
     if not written:

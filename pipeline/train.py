@@ -19,10 +19,11 @@ import numpy as np
 from pipeline.data import Dataset
 from pipeline.errors import fail
 from pipeline.fileio import write_json
-from pipeline.model import ACTIVATIONS, Model, save
+from pipeline.model import ACTIVATIONS, Model
+from pipeline.model_io import save
 
 # Framework name -> module exposing fit(), versions() and its to_/from_ converters.
-FRAMEWORKS = {"torch": "pipeline.torch_mlp", "tf": "pipeline.keras_mlp"}
+FRAMEWORKS = {"torch": "pipeline.torch_fit", "tf": "pipeline.keras_fit"}
 CURVE_KEYS = ("train_loss", "train_acc", "val_loss", "val_acc")
 
 
@@ -48,6 +49,8 @@ class TrainConfig:
     lr: float = 1e-3  # Adam's usual starting rate; stable for this depth without warm-up
     adam_eps: float = 1e-8  # torch's default, stated because Keras defaults to 1e-7
     schedule: str = "cosine"  # per-epoch decay to ~0: the final weights are not a noisy snapshot
+    weight_decay: float = 0.0  # decoupled (AdamW-style) in both frameworks; the MLP needs none
+    augment: str = "none"  # a pipeline.augment name, applied in numpy so both frameworks see the same images
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(self.hidden))
@@ -61,6 +64,11 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise fail(name, f"must be an integer >= 1, got {value!r}")
+        from pipeline.augment import AUGMENTATIONS
+        if self.augment not in AUGMENTATIONS:
+            raise fail("augment", f"unknown {self.augment!r} (choose from {', '.join(AUGMENTATIONS)})")
+        if not (isinstance(self.weight_decay, (int, float)) and 0 <= self.weight_decay < 1):
+            raise fail("weight_decay", f"must be in [0, 1), got {self.weight_decay!r}")
         for name in ("lr", "adam_eps"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):

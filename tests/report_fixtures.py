@@ -6,7 +6,8 @@ from pathlib import Path
 
 from bench.seeds import write_seeds_csv
 from pipeline.fileio import write_json
-from pipeline.model import random_model, save
+from pipeline.model import random_model
+from pipeline.model_io import save
 
 WIDTHS = [784, 40, 30, 20, 10]
 LEVELS = (0, 50, 90, 95, 99)

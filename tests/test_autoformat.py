@@ -7,7 +7,7 @@ from helpers import SMALL_WIDTHS, real_test_slice
 from pipeline.autoformat import Timing, apply, autoformat, candidates, choose
 from pipeline.errors import PrunedgeError
 from pipeline.model import random_model
-from pipeline.prune import prune
+from pipeline.methods import prune
 
 
 def T(layer, fmt, us, status="ok"):

@@ -24,7 +24,8 @@ import pytest
 
 from pipeline import data
 from pipeline.errors import PrunedgeError
-from pipeline.model import Layer, Model, load, random_model, save
+from pipeline.model import Dense, Model, random_model
+from pipeline.model_io import load, save
 
 REPO = Path(__file__).resolve().parents[1]
 WIDTHS = [784, 32, 16, 10]
@@ -195,13 +196,13 @@ NPZ_CASES = {
     "missing": (lambda p: p.unlink(), ["model file not found"]),
     "truncated": (_truncate, ["corrupt or truncated"]),
     "flipped-byte": (_flip, ["corrupt"]),
-    "not-a-zip": (lambda p: p.write_bytes(b"\x08\x01\x12\x07pytorch" * 20), ["not a valid model file"]),
+    "not-a-zip": (lambda p: p.write_bytes(b"\x08\x01\x12\x07pytorch" * 20), ["corrupt or truncated .npz"]),
     "pickled-object": (_pickled, ["pickle"]),
     "no-metadata": (lambda p: np.savez(p, w=np.zeros(3, np.float32)), ["not a prunedge model"]),
     "nan-weight": (lambda p: _rewrite_npz(p, _set("layer1.weight", (0, 0), np.nan)),
                    ["layer 1", "NaN or infinite"]),
     "inf-bias": (lambda p: _rewrite_npz(p, _set("layer2.bias", 3, np.inf)), ["layer 2", "NaN or infinite"]),
-    "shapes-do-not-chain": (lambda p: _rewrite_npz(p, _unchained), ["layer 1 takes 33 inputs", "gives 32"]),
+    "shapes-do-not-chain": (lambda p: _rewrite_npz(p, _unchained), ["layer 1 (dense): weight [33,", "does not take the 32 inputs"]),
     "recorded-shape-differs": (lambda p: _rewrite_npz(p, lambda a, h: h["layers"][0].update(shape=[784, 31])),
                                ["inconsistent model file"]),
     "float64-weights": (lambda p: _rewrite_npz(p, lambda a, h: a.update({"layer0.weight": a["layer0.weight"]
@@ -466,7 +467,7 @@ OPTION_CASES = {
     "bench-level-100": (["bench", "run", "--levels", "100"], ["--levels", "[0, 100)"]),
     "bench-timeout-0": (["bench", "run", "--timeout", "0"], ["--timeout", "> 0"]),
     "report-seeds-0": (["bench", "report", "--seeds", "0"], ["--seeds", ">= 1"]),
-    "export-gradual-lowrank": (["export", "run", "--methods", "lowrank-gp"], ["--methods", "layer structure"]),
+    "export-gradual-lowrank": (["export", "run", "--methods", "lowrank-gp"], ["--methods", "cannot be applied gradually"]),
     # argparse's own mistakes are one line too (no usage block)
     "export-unknown-flag": (["export", "run", "--sparsity", "90"], ["unrecognized arguments", "--sparsity"]),
     "prune-missing-value": (["pipeline", "prune", "--levels"], ["--levels", "expected one argument"]),

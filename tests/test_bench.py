@@ -18,9 +18,10 @@ from bench import child, latency, size, sweep
 from bench.__main__ import main
 from bench.runtimes import RUNTIMES, with_load
 from helpers import SMALL_WIDTHS, real_test_slice
-from pipeline import prune, shrink, sparse
+from pipeline import methods, shrink, sparse
 from pipeline.data import FILES, write_idx_gz
-from pipeline.model import random_model, save
+from pipeline.model import random_model
+from pipeline.model_io import save
 
 # docs/CONTRACTS.md, "Bench results schema", in order.
 CONTRACT_COLUMNS = ["source", "framework", "method", "sparsity", "artifact", "format", "variant",
@@ -302,12 +303,12 @@ def tiny_export(tmp_path_factory):
     """torch/weight/k00 (dense) and k90 (CSR) npz + onnx, and a corrupt onnx at k90."""
     root = tmp_path_factory.mktemp("export")
     base = random_model(SMALL_WIDTHS, seed=3)
-    models = {0: base, 90: sparse.to_csr(prune.prune(base, "weight", 90))}
+    models = {0: base, 90: sparse.to_csr(methods.prune(base, "weight", 90))}
     for k, m in models.items():
         kdir = root / "torch" / "weight" / f"k{k:02d}"
         save(m, kdir / "model.npz")
         _write_onnx(m, kdir / "model.onnx")
-    unit = shrink.shrink(prune.prune(base, "unit", 90))
+    unit = shrink.shrink(methods.prune(base, "unit", 90))
     save(unit, root / "torch" / "unit" / "k90" / "model.npz")
     (root / "torch" / "weight" / "k90" / "model.broken.onnx").write_bytes(b"not an onnx file")
     return root, models, _data_dir(tmp_path_factory.mktemp("d"))
@@ -393,7 +394,7 @@ def test_synthetic_tree_is_discovered_with_physical_forms(tmp_path):
     synthetic.write_tree(tmp_path, levels=(0, 90), formats=(), widths=SMALL_WIDTHS)
     arts = {a.rel: a for a in sweep.discover(tmp_path)}
     assert set(arts) == {f"random/{m}/k{k}/model.npz" for m in ("weight", "unit") for k in ("00", "90")}
-    from pipeline.model import load
+    from pipeline.model_io import load
     assert load(tmp_path / "random/weight/k90/model.npz").layers[0].is_sparse
     assert load(tmp_path / "random/unit/k90/model.npz").widths[1] < SMALL_WIDTHS[1]
     assert not load(tmp_path / "random/weight/k00/model.npz").layers[0].is_sparse
@@ -404,8 +405,8 @@ def test_synthetic_tree_is_discovered_with_physical_forms(tmp_path):
 def test_runtime_outputs_match_the_numpy_reference(tmp_path, method, batch):
     """numpy, scipy-csr (both orientations) and torch sessions against Model.forward."""
     base = random_model(SMALL_WIDTHS, seed=5)
-    m = sparse.to_csr(prune.prune(base, "weight", 80)) if method == "weight" else shrink.shrink(
-        prune.prune(base, "unit", 50))
+    m = sparse.to_csr(methods.prune(base, "weight", 80)) if method == "weight" else shrink.shrink(
+        methods.prune(base, "unit", 50))
     path = save(m, tmp_path / "model.npz")
     x = real_test_slice(batch)
     want = m.forward(x)

@@ -21,7 +21,8 @@ import pytest
 
 from export import bundle as B
 from pipeline.data import CLASS_NAMES, FILES, IMAGE_MAGIC, data_dir, read_idx
-from pipeline.model import random_model, save
+from pipeline.model import random_model
+from pipeline.model_io import save
 
 N_IMAGES = 200
 WIDTHS = [784, 48, 24, 10]  # small but with two hidden ReLU layers like the real MLP

@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from pipeline.fileio import sha256_file
-from pipeline.model import load, random_model, save
+from pipeline.model import random_model
+from pipeline.model_io import load, save
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = int(os.environ.get("PRUNEDGE_CRASH_SEED") or random.SystemRandom().randrange(10 ** 6))

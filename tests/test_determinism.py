@@ -17,7 +17,7 @@ import pytest
 
 from pipeline import data
 from pipeline.fileio import sha256_file
-from pipeline.model import load
+from pipeline.model_io import load
 from pipeline.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -129,7 +129,7 @@ def exports(tmp_path_factory) -> tuple[Path, Path]:
     # The auto files follow measured layer timings; given the same table they must repeat byte for byte.
     from export import tflite_auto
     from pipeline.fileio import write_json
-    from pipeline.prune import prune
+    from pipeline.methods import prune
     from pipeline.stages import physical
     pruned = physical(prune(random_model([784, 64, 32, 10], seed=4), "block16", 90))
     table = tflite_auto.empty_table()

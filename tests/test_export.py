@@ -22,7 +22,8 @@ from export.verify import EvalData, compare, verify_file
 from helpers import real_test_slice
 from pipeline import prune, shrink, sparse
 from pipeline.errors import PrunedgeError
-from pipeline.model import random_model, save
+from pipeline.model import random_model
+from pipeline.model_io import save
 
 WIDTHS = [784, 64, 32, 10]
 FP32_ATOL = 1e-4  # the verification tolerance: float32 kernels only reorder sums (~1e-6 here)

@@ -5,7 +5,7 @@ import pytest
 from helpers import small_dataset
 from pipeline.errors import PrunedgeError
 from pipeline.finetune import fine_tune
-from pipeline.prune import prune
+from pipeline.methods import prune
 from pipeline.shrink import shrink
 from pipeline.sparse import to_csr
 from pipeline.train import TrainConfig, accuracy, framework_module

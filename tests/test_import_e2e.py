@@ -21,7 +21,8 @@ import pytest
 
 import helpers
 from pipeline.labeled import load_split
-from pipeline.model import LEAKY_RELU_ALPHA, load
+from pipeline.model import LEAKY_RELU_ALPHA
+from pipeline.model_io import load
 from pipeline.prune import count_to_remove
 
 REPO = Path(__file__).resolve().parent.parent

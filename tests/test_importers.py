@@ -15,10 +15,12 @@ import pytest
 
 import helpers
 from pipeline import model as m
+from pipeline import model_io as m_io
 from pipeline.errors import PrunedgeError
 from pipeline.importers import apply_output_transform, detect_format, import_model
 from pipeline.labeled import load_labeled
-from pipeline.prune import prune, unit_prune, weight_prune
+from pipeline.prune import unit_prune, weight_prune
+from pipeline.methods import prune
 from pipeline.shrink import shrink
 from pipeline.sparse import to_csr
 
@@ -599,7 +601,7 @@ def test_data_checked_against_the_imported_model(tmp_path, good_files, digits):
 def test_every_activation_survives_unit_shrink_and_csr(digits, activation, k):
     x = digits[0][:300]
     model = m.random_model([64, 48, 32, 24, 10], seed=11, activations=[activation] * 3 + ["identity"])
-    model = model.with_layers([m.Layer(l.weight, (l.bias + 0.7).astype(np.float32), l.activation)
+    model = model.with_layers([m.Dense(l.weight, (l.bias + 0.7).astype(np.float32), l.activation)
                                for l in model.layers])  # act(bias) far from 0: a missing fold would show
     masked = unit_prune(model, k)
     small = shrink(masked)
@@ -620,8 +622,8 @@ def test_mixed_activations_of_an_imported_model_survive_every_stage(good_files, 
         np.testing.assert_allclose(shrink(masked).forward(x), masked.forward(x), atol=TOL, rtol=0)
         wmasked = weight_prune(model, k)
         np.testing.assert_allclose(to_csr(wmasked).forward(x), wmasked.forward(x), atol=TOL, rtol=0)
-    path = m.save(shrink(unit_prune(model, 50)), good_files / "shrunk.npz")  # meta survives save/load
-    assert m.load(path).meta["output_transform"] == "softmax"
+    path = m_io.save(shrink(unit_prune(model, 50)), good_files / "shrunk.npz")  # meta survives save/load
+    assert m_io.load(path).meta["output_transform"] == "softmax"
 
 
 def test_cli_summarises_scores_and_writes(tmp_path, good_files, digits, capsys):
@@ -632,7 +634,7 @@ def test_cli_summarises_scores_and_writes(tmp_path, good_files, digits, capsys):
                  "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "format: torch-state  widths: 64-48-24-10  activations: tanh, tanh, identity" in printed
-    assert "accuracy: " in printed and m.load(out).meta["source_format"] == "torch-state"
+    assert "accuracy: " in printed and m_io.load(out).meta["source_format"] == "torch-state"
     assert main([str(good_files / "m.pt")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and "arch string" in err

@@ -5,8 +5,9 @@ import pytest
 from helpers import SMALL_WIDTHS, real_test_slice
 from pipeline.errors import PrunedgeError
 from pipeline.lowrank import factorize, lowrank, rank_for
-from pipeline.model import load, random_model, save
-from pipeline.prune import prune
+from pipeline.model import random_model
+from pipeline.model_io import load, save
+from pipeline.methods import prune
 
 
 def test_full_rank_reproduces_outputs(tmp_path):

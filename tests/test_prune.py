@@ -5,7 +5,8 @@ import pytest
 from helpers import SMALL_WIDTHS
 from pipeline import model as m
 from pipeline.errors import PrunedgeError
-from pipeline.prune import LEVELS, count_to_remove, prune, unit_prune, weight_prune
+from pipeline.prune import LEVELS, count_to_remove, unit_prune, weight_prune
+from pipeline.methods import prune
 
 
 @pytest.fixture(scope="module")
@@ -96,5 +97,5 @@ def test_sparsity_out_of_range(small, k):
 
 
 def test_unknown_method(small):
-    with pytest.raises(PrunedgeError, match="method: unknown pruning method 'random'"):
+    with pytest.raises(PrunedgeError, match="method: unknown method 'random'"):
         prune(small, "random", 50)

@@ -5,7 +5,8 @@ import pytest
 from helpers import SMALL_WIDTHS, real_test_slice
 from pipeline.errors import PrunedgeError
 from pipeline.model import dense_model, random_model
-from pipeline.prune import METHODS, count_to_remove, prune
+from pipeline.prune import count_to_remove
+from pipeline.methods import METHODS, prune
 from pipeline.prune_block import block_mask, nm_mask
 
 

@@ -12,7 +12,8 @@ from bench import analysis, report, report_questions, seeds
 from bench.report_inputs import as_percent, load_inputs, read_results
 from pipeline.data import write_idx_gz
 from pipeline.errors import PrunedgeError
-from pipeline.model import random_model, save
+from pipeline.model import random_model
+from pipeline.model_io import save
 from report_fixtures import ACCURACY, make_root, result_rows, write_results_csv
 
 SECTIONS = ("## Q1.", "## Q2.", "## Q3.", "## Q4.", "## Learning curves", "## Latency, size",
@@ -283,7 +284,7 @@ def test_run_seeds_scores_every_method_and_level(tmp_path):
     dense_acc = float(np.mean(model.predict(x) == labels))
     assert rows[0]["accuracy"] == pytest.approx(dense_acc, abs=1e-6)
     assert rows[3]["accuracy"] == pytest.approx(dense_acc, abs=1e-6)
-    from pipeline.prune import prune
+    from pipeline.methods import prune
     masked = float(np.mean(prune(model, "unit", 90).predict(x) == labels))
     assert rows[5]["accuracy"] == pytest.approx(masked, abs=1e-6), "shrunk model scores like the masked one"
     assert all(0 <= r["accuracy"] <= 1 and not math.isnan(r["accuracy"]) for r in rows)

@@ -30,7 +30,7 @@ def test_shrink_parity_and_widths(x, k):
 def test_removed_units_fold_their_constant_output(x, activation):
     # Large biases make act(bias) far from zero, so a missing fold would show.
     model = m.random_model(SMALL_WIDTHS, seed=4, activations=[activation] * 3 + ["identity"])
-    layers = [m.Layer(l.weight, (l.bias + 1.5).astype(np.float32), l.activation) for l in model.layers]
+    layers = [m.Dense(l.weight, (l.bias + 1.5).astype(np.float32), l.activation) for l in model.layers]
     model = model.with_layers(layers)
     masked = unit_prune(model, 70)
     np.testing.assert_allclose(shrink(masked).forward(x), masked.forward(x), atol=TOL, rtol=0)
@@ -42,7 +42,7 @@ def test_without_fold_outputs_would_differ(x):
     masked = unit_prune(model, 50)
     small = shrink(masked)
     last = small.layers[-1]
-    unfolded = small.with_layers(small.layers[:-1] + (m.Layer(last.weight, model.layers[-1].bias, last.activation),))
+    unfolded = small.with_layers(small.layers[:-1] + (m.Dense(last.weight, model.layers[-1].bias, last.activation),))
     assert np.abs(unfolded.forward(x) - masked.forward(x)).max() > 1e-3
 
 

@@ -3,8 +3,9 @@ import numpy as np
 
 from helpers import SMALL_WIDTHS, real_test_slice
 from pipeline import model as m
+from pipeline import model_io as m_io
 from pipeline.fileio import sha256_file
-from pipeline.prune import prune
+from pipeline.methods import prune
 from pipeline.shrink import shrink
 from pipeline.stages import fresh, level_dir, mark, prune_stage
 
@@ -28,58 +29,55 @@ def test_level_dir_names():
 
 
 def test_prune_stage_writes_physical_models_and_skips_reruns(tmp_path):
-    trained = m.save(m.random_model(SMALL_WIDTHS, seed=9, method="dense"), tmp_path / "trained.npz")
+    trained = m_io.save(m.random_model(SMALL_WIDTHS, seed=9, method="dense"), tmp_path / "trained.npz")
     paths = prune_stage(trained, framework="torch", levels=(0, 50, 90), out_root=tmp_path / "export")
     assert len(paths) == 6
-    unit90 = m.load(tmp_path / "export/torch/unit/k90/model.npz")
-    weight90 = m.load(tmp_path / "export/torch/weight/k90/model.npz")
-    dense = m.load(tmp_path / "export/torch/weight/k00/model.npz")
+    unit90 = m_io.load(tmp_path / "export/torch/unit/k90/model.npz")
+    weight90 = m_io.load(tmp_path / "export/torch/weight/k90/model.npz")
+    dense = m_io.load(tmp_path / "export/torch/weight/k00/model.npz")
     assert unit90.widths == [784, 6, 5, 3, 10] and unit90.meta["physical"] == "shrunk"
     assert all(l.is_sparse for l in weight90.layers[:-1]) and weight90.meta["physical"] == "csr"
     assert not any(l.is_sparse for l in dense.layers) and dense.meta["sparsity"] == 0
     x = real_test_slice(100)
-    np.testing.assert_allclose(unit90.forward(x), prune(m.load(trained), "unit", 90).forward(x), atol=1e-5)
+    np.testing.assert_allclose(unit90.forward(x), prune(m_io.load(trained), "unit", 90).forward(x), atol=1e-5)
     mtimes = [p.stat().st_mtime_ns for p in paths]
     prune_stage(trained, framework="torch", levels=(0, 50, 90), out_root=tmp_path / "export")
     assert [p.stat().st_mtime_ns for p in paths] == mtimes
     paths[0].write_bytes(b"half-written")
     prune_stage(trained, framework="torch", levels=(0, 50, 90), out_root=tmp_path / "export")
-    assert m.load(paths[0]).widths == SMALL_WIDTHS
+    assert m_io.load(paths[0]).widths == SMALL_WIDTHS
 
 
 def test_fine_tuned_methods_keep_their_pattern(tmp_path):
     from helpers import small_dataset
-    from pipeline.stages import split_method
-    trained = m.save(m.random_model([784, 32, 16, 10], seed=3, method="dense"), tmp_path / "t.npz")
+    trained = m_io.save(m.random_model([784, 32, 16, 10], seed=3, method="dense"), tmp_path / "t.npz")
     ds = small_dataset(n_train=300, n_val=100, n_test=100)
     paths = prune_stage(trained, framework="torch", methods=("weight", "weight-ft", "unit-ft"),
                         levels=(0, 80), out_root=tmp_path / "export", dataset=ds, ft_epochs=1)
-    one_shot, tuned = m.load(paths[1]), m.load(paths[3])
+    one_shot, tuned = m_io.load(paths[1]), m_io.load(paths[3])
     assert tuned.meta["method"] == "weight-ft" and tuned.meta["finetune"]["epochs"] == 1
     assert [l.nnz for l in tuned.layers] == [l.nnz for l in one_shot.layers]
     assert not np.array_equal(tuned.layers[0].dense_weight(), one_shot.layers[0].dense_weight())
-    assert m.load(paths[5]).widths == [784, 6, 3, 10]  # unit-ft at 80% is shrunk like unit
-    assert split_method("block-ft") == ("block", "-ft")
-    assert split_method("block16-gp") == ("block16", "-gp") and split_method("unit") == ("unit", "")
+    assert m_io.load(paths[5]).widths == [784, 6, 3, 10]  # unit-ft at 80% is shrunk like unit
 
 
 def test_gradual_methods_chain_through_the_ladder(tmp_path):
     """A gradual level starts from the previous level's fine-tuned model: its pattern contains the
     previous level's, it differs from one-shot + fine-tune, and the levels below are filled in."""
     from helpers import small_dataset
-    trained = m.save(m.random_model([784, 32, 16, 10], seed=3, method="dense"), tmp_path / "t.npz")
+    trained = m_io.save(m.random_model([784, 32, 16, 10], seed=3, method="dense"), tmp_path / "t.npz")
     ds = small_dataset(n_train=300, n_val=100, n_test=100)
     paths = prune_stage(trained, framework="torch", methods=("weight-gp", "weight-ft"), levels=(0, 95),
                         out_root=tmp_path / "export", dataset=ds, ft_epochs=1)
     gp = [p for p in paths if "weight-gp" in str(p)]
     assert [p.parent.name for p in gp] == ["k00", "k25", "k50", "k60", "k70", "k80", "k90", "k95"]
     assert len(paths) == len(gp) + 2  # -ft stays at the levels asked for
-    k90, k95 = (m.load(p.parent / ".masked.npz") for p in gp[-2:])
+    k90, k95 = (m_io.load(p.parent / ".masked.npz") for p in gp[-2:])
     assert k95.meta["gradual_from"] == 90.0 and k95.meta["method"] == "weight-gp"
     for a, b in zip(k90.layers[:-1], k95.layers[:-1]):
         assert not np.any(b.weight[a.weight == 0]), "a weight pruned at 90% came back at 95%"
-    assert [l.nnz for l in m.load(gp[-1]).layers] == [l.nnz for l in m.load(paths[-1]).layers]
-    assert not np.array_equal(m.load(gp[-1]).layers[0].dense_weight(), m.load(paths[-1]).layers[0].dense_weight())
+    assert [l.nnz for l in m_io.load(gp[-1]).layers] == [l.nnz for l in m_io.load(paths[-1]).layers]
+    assert not np.array_equal(m_io.load(gp[-1]).layers[0].dense_weight(), m_io.load(paths[-1]).layers[0].dense_weight())
     mtimes = [p.stat().st_mtime_ns for p in gp]  # a re-run redoes nothing ...
     prune_stage(trained, framework="torch", methods=("weight-gp",), levels=(0, 95),
                 out_root=tmp_path / "export", dataset=ds, ft_epochs=1)
@@ -101,8 +99,8 @@ def test_gradual_methods_chain_through_the_ladder(tmp_path):
 def test_unknown_method_is_refused(tmp_path):
     import pytest
     from pipeline.errors import PrunedgeError
-    trained = m.save(m.random_model([784, 8, 10], seed=3), tmp_path / "t.npz")
+    trained = m_io.save(m.random_model([784, 8, 10], seed=3), tmp_path / "t.npz")
     with pytest.raises(PrunedgeError, match="method: unknown method 'bogus-ft'"):
         prune_stage(trained, framework="torch", methods=("bogus-ft",), out_root=tmp_path / "e")
-    with pytest.raises(PrunedgeError, match="lowrank changes the layer structure"):
+    with pytest.raises(PrunedgeError, match="lowrank cannot be applied gradually"):
         prune_stage(trained, framework="torch", methods=("lowrank-gp",), out_root=tmp_path / "e")

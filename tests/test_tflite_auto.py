@@ -9,7 +9,7 @@ from export.formats import FORMATS, ExportOptions, for_model
 from export.tflite_block import run
 from pipeline.errors import PrunedgeError
 from pipeline.model import random_model
-from pipeline.prune import prune
+from pipeline.methods import prune
 from pipeline.stages import physical
 
 WIDTHS = [784, 64, 32, 10]

@@ -5,7 +5,7 @@ import pytest
 from helpers import real_test_slice
 from pipeline.errors import PrunedgeError
 from pipeline.model import random_model
-from pipeline.prune import prune
+from pipeline.methods import prune
 
 tb = pytest.importorskip("export.tflite_block")
 WIDTHS = [784, 128, 64, 10]

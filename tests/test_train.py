@@ -6,7 +6,7 @@ import pytest
 
 from helpers import small_dataset
 from pipeline.errors import PrunedgeError
-from pipeline.model import load
+from pipeline.model_io import load
 from pipeline.train import CURVE_KEYS, SCHEDULES, TrainConfig, batches, train_and_save
 
 FRAMEWORKS = ("torch", "tf")
@@ -111,7 +111,7 @@ def test_unknown_framework_and_bad_seed(data, tmp_path):
 def test_keras_training_leaves_op_determinism_as_it_found_it(data):
     pytest.importorskip("keras")
     from tensorflow.python.framework import config as tf_config
-    from pipeline.keras_mlp import fit
+    from pipeline.keras_fit import fit
     before = tf_config.is_op_determinism_enabled()
     small = TrainConfig(hidden=(8,), epochs=1)
     fit(data, config=small, seed=0, progress=False)

@@ -32,7 +32,7 @@ def main(argv=None) -> int:
             x, y = load_labeled(args.data, input_dim=model.input_dim, n_classes=model.output_dim)
             print(f"accuracy: {float((model.predict(x) == y).mean()):.4f} on {len(y)} examples of {args.data}")
         if args.out:
-            from pipeline.model import save
+            from pipeline.model_io import save
             print(f"wrote {save(model, args.out)}")
     except PrunedgeError as e:
         print(f"error: {e}", file=sys.stderr)

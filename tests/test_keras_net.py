@@ -7,11 +7,11 @@ torch = pytest.importorskip("torch")
 
 from helpers import real_test_slice
 from pipeline.errors import PrunedgeError
-from pipeline.keras_mlp import build, from_keras, to_keras
+from pipeline.keras_net import build, from_keras, to_keras
 from pipeline.model import ACTIVATIONS, random_model
 from pipeline.prune import unit_prune
 from pipeline.shrink import shrink
-from pipeline.torch_mlp import to_torch
+from pipeline.torch_net import to_torch
 
 WIDTHS = [784, 24, 16, 10]
 TOL = dict(rtol=1e-5, atol=1e-5)  # float32 matmuls in a different summation order

@@ -9,7 +9,7 @@ from pipeline.errors import PrunedgeError
 from pipeline.model import ACTIVATIONS, LEAKY_RELU_ALPHA, random_model
 from pipeline.prune import weight_prune
 from pipeline.sparse import to_csr
-from pipeline.torch_mlp import build, from_torch, to_torch
+from pipeline.torch_net import build, from_torch, to_torch
 
 WIDTHS = [784, 24, 16, 10]
 TOL = dict(rtol=1e-5, atol=1e-5)  # float32 matmuls in a different summation order
