@@ -66,7 +66,7 @@ def _levels(text: str | None) -> tuple[float, ...] | None:
 
 
 def run_parser() -> argparse.ArgumentParser:
-    from bench.runtimes import RUNTIMES
+    from export.runtimes import RUNTIMES
     p = ArgumentParser(
         prog="python -m bench run",
         description="Measure latency (p50/p90/p99), file and gzip size, full test-set accuracy and "
@@ -102,7 +102,7 @@ def run_parser() -> argparse.ArgumentParser:
 def config_from_args(args) -> "SweepConfig":
     from bench.latency import QUICK, LatencyConfig
     from bench.machine import usable_cores
-    from bench.runtimes import RUNTIMES
+    from export.runtimes import RUNTIMES
     from bench.sweep import SweepConfig
     if args.timeout <= 0:
         raise fail("--timeout", f"must be > 0, got {args.timeout}")

@@ -20,7 +20,7 @@ import numpy as np
 
 from bench.latency import LatencyConfig, measure
 from bench.memory import peak_rss_mb
-from bench.runtimes import RUNTIMES, Runtime
+from export.runtimes import RUNTIMES, Runtime
 
 MARK = "@@bench "
 INPUT_DIM = 784  # Fashion-MNIST; the memory probe runs before the test set is loaded

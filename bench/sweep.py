@@ -22,7 +22,7 @@ from pathlib import Path
 from bench.child import MARK
 from bench.latency import LatencyConfig, ratio_vs_dense
 from bench.machine import load_average, machine_info, usable_cores
-from bench.runtimes import RUNTIMES, thread_env
+from export.runtimes import RUNTIMES, runs, thread_env
 from bench.size import file_sizes
 from pipeline.errors import fail
 from pipeline.fileio import write_json, write_text
@@ -128,12 +128,12 @@ def plan(artifacts: list[Artifact], config: SweepConfig) -> list[dict]:
     for a in artifacts:
         for name in config.runtimes:
             rt = RUNTIMES[name]
-            if rt.runs(format=a.format, method=a.method):
+            if runs(rt, fmt=a.format, method=a.method):
                 threads = config.threads if rt.threads_in_process else config.threads[:1]
                 jobs.append(_job(name, [a], threads, config, memory=True, accuracy=True))
     for name in config.runtimes:
         rt = RUNTIMES[name]
-        items = [a for a in artifacts if rt.runs(format=a.format, method=a.method)]
+        items = [a for a in artifacts if runs(rt, fmt=a.format, method=a.method)]
         if not rt.threads_in_process and items:
             for t in config.threads[1:]:
                 jobs.append(_job(name, items, (t,), config, memory=False, accuracy=False))
@@ -276,7 +276,7 @@ def build_rows(artifacts: list[Artifact], config: SweepConfig, results: Results,
     rows = []
     for a in artifacts:
         for name in config.runtimes:
-            if RUNTIMES[name].runs(format=a.format, method=a.method):
+            if runs(RUNTIMES[name], fmt=a.format, method=a.method):
                 for t in config.threads:
                     for b in config.batches:
                         rows.append(results.row(a, name, t, b, sizes[a.rel]))

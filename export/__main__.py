@@ -144,10 +144,10 @@ def _done(bar, record: dict) -> dict:
 
 
 def _config(args, data, options, **extra) -> dict:
-    from export.verify import FP32_ATOL, MIN_AGREEMENT
+    from pipeline.checks import PRECISION
     return {"seed": args.seed, "opset": options.opset, "data": data.source, "data_sha256": data.sha256,
             "n_check": len(data.x_check), "n_test": len(data.x_test), "n_calibration": len(data.x_calibration),
-            "fp32_atol": FP32_ATOL, "min_agreement": MIN_AGREEMENT, **extra}
+            "tolerances": {name: t.describe() for name, t in PRECISION.items()}, **extra}
 
 
 def layer_timings(kdirs: list[Path], export_root: Path, formats: list[str], data, *, remeasure: bool):

@@ -15,7 +15,8 @@ import numpy as np
 
 from export import formats as F
 from export.manifest import file_entry, library_versions
-from export.verify import FP32_ATOL, MIN_AGREEMENT, EvalData, verify_file
+from export.verify import EvalData, verify_file
+from pipeline.checks import PRECISION
 from pipeline.errors import PrunedgeError
 from pipeline.fileio import sha256_bytes, sha256_file, write_json
 from pipeline.model_io import load
@@ -42,7 +43,7 @@ def stamp_key(kdir: Path, formats, options: F.ExportOptions, data: EvalData, mod
         "formats": [f.name for f in formats], "opset": options.opset,
         "calibration": None if calibration is None else sha256_bytes(np.ascontiguousarray(calibration).tobytes()),
         "data": data.sha256, "n_check": len(data.x_check), "n_test": len(data.x_test),
-        "tolerances": {"fp32_atol": FP32_ATOL, "min_agreement": MIN_AGREEMENT},
+        "tolerances": {name: t.describe() for name, t in PRECISION.items()},
         "versions": library_versions(),
     }
 
@@ -66,8 +67,8 @@ def export_kdir(kdir: Path, *, root: Path, formats, options: F.ExportOptions, da
 
 def _one(kdir, root, fmt, model, reference, options, data, threads, strict, reexport) -> dict:
     path = kdir / fmt.suffix
-    common = dict(name=fmt.name, format=fmt.format, variant=fmt.variant, runtime=fmt.runtime, meta=model.meta,
-                  precision=fmt.precision)
+    common = dict(name=fmt.name, format=fmt.format, variant=fmt.variant, runtime=fmt.runtimes[0], meta=model.meta,
+                  precision=fmt.precision, check=fmt.check)
     export_seconds = None
     if fmt.export is not None and reexport:
         path.unlink(missing_ok=True)  # never leave an older file behind a failed export
@@ -77,12 +78,12 @@ def _one(kdir, root, fmt, model, reference, options, data, threads, strict, reex
         except Exception as e:
             if strict:
                 raise
-            failed = {"status": "failed", "max_abs_diff": None, "top1_agreement": None, "n": 0,
+            failed = {"status": "failed", "max_abs_diff": None, "rel_l2": None, "top1_agreement": None, "n": 0,
                       "reason": f"export failed: {_reason(e)}"}
             return file_entry(root, path, **common, verify=failed, detail=traceback.format_exc(limit=3)[-800:])
         export_seconds = round(time.perf_counter() - t0, 3)
     if not path.is_file():
-        missing = {"status": "failed", "max_abs_diff": None, "top1_agreement": None, "n": 0,
+        missing = {"status": "failed", "max_abs_diff": None, "rel_l2": None, "top1_agreement": None, "n": 0,
                    "reason": "file not found"}
         return file_entry(root, path, **common, verify=missing)
     try:
@@ -92,11 +93,13 @@ def _one(kdir, root, fmt, model, reference, options, data, threads, strict, reex
     except Exception as e:
         if strict:
             raise
-        failed = {"status": "failed", "max_abs_diff": None, "top1_agreement": None, "n": 0, "reason": _reason(e)}
+        failed = {"status": "failed", "max_abs_diff": None, "rel_l2": None, "top1_agreement": None, "n": 0,
+                  "reason": _reason(e)}
         return file_entry(root, path, **common, verify=failed, export_seconds=export_seconds)
     if strict and outcome.verify["status"] != "passed":
         raise PrunedgeError(f"{path}: verification failed: {outcome.verify['reason']}")
-    return file_entry(root, path, **common, delegate=outcome.delegate, verify=outcome.verify,
+    common["runtime"] = outcome.runtime
+    return file_entry(root, path, **common, verify=outcome.verify,
                       accuracy=outcome.accuracy, ops=ops, runs_sparse=runs_sparse,
                       export_seconds=export_seconds, verify_seconds=round(outcome.seconds, 3), **details)
 

@@ -26,7 +26,7 @@ def library_versions() -> dict:
 
 
 def file_entry(root: Path, path: Path, *, name: str, format: str, variant: str, runtime: str, meta: dict,
-               delegate=None, verify=None, accuracy=None, ops=(), runs_sparse=False, **extra) -> dict:
+               verify=None, accuracy=None, ops=(), runs_sparse=False, **extra) -> dict:
     """One manifest row; sha256/bytes are None when the file could not be written."""
     path = Path(path)
     exists = path.is_file()
@@ -37,7 +37,7 @@ def file_entry(root: Path, path: Path, *, name: str, format: str, variant: str, 
         "name": name, "format": format, "variant": variant,
         "framework": meta.get("framework"), "method": meta.get("method", "dense"),
         "sparsity": float(meta.get("sparsity", 0.0)), "physical": meta.get("physical"),
-        "runtime": runtime, "delegate": delegate, "verify": verify, "accuracy": accuracy,
+        "runtime": runtime, "verify": verify, "accuracy": accuracy,
         "ops": list(ops), "runs_sparse": bool(runs_sparse),
         "provenance": {k: meta[k] for k in PROVENANCE if k in meta}, **extra,
     }

@@ -141,33 +141,6 @@ def dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float32) - np.float32(zero)) * np.float32(scale)).astype(np.float32)
 
 
-class NumpySession:
-    """The reference: the k-dir's model.npz through `Model.forward` (numpy / SciPy CSR)."""
-    runtime = "numpy"
-
-    def __init__(self, path, *, delegate=None, threads=None):
-        from pipeline.model_io import load
-        self.path, self.delegate, self.threads = Path(path), None, threads
-        self.model = load(path)
-        self.input_shape, self.input_dim = self.model.input_shape, self.model.input_dim
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.model.forward(x)
-
-
-# Runtime name (manifest "runtime") -> session class.
-SESSIONS = {"onnxruntime": OnnxSession, "litert": TfliteSession, "numpy": NumpySession}
-
-
-def open_session(path, runtime: str, *, delegate: str | None = None, threads: int | None = None):
-    if runtime not in SESSIONS:
-        raise fail("runtime", f"unknown runtime {runtime!r} (choose from {', '.join(SESSIONS)})")
-    kwargs = {"threads": threads}
-    if delegate is not None:
-        kwargs["delegate"] = delegate
-    return SESSIONS[runtime](path, **kwargs)
-
-
 def run_onnx(path, x, threads: int | None = None) -> np.ndarray:
     return OnnxSession(path, threads=threads)(x)
 

@@ -34,7 +34,7 @@ def _status(entry: dict) -> str:
     v = entry.get("verify") or {}
     if v.get("status") != "passed":
         return "FAILED"
-    return "passed*" if v.get("reason") else "passed"  # * = shipped with a fallback delegate
+    return "passed*" if v.get("reason") else "passed"  # * = shipped in a fallback runtime
 
 
 def _model_name(entry: dict) -> str:
@@ -51,8 +51,6 @@ def rows(manifest: dict) -> list[dict]:
     out = []
     for e in sorted(manifest["files"], key=_sort_key):
         runtime = e.get("runtime") or "-"
-        if e.get("delegate"):
-            runtime += f"/{e['delegate']}"
         acc = e.get("accuracy")
         out.append({"framework": _model_name(e), "method": e.get("method") or "-",
                     "k": f"{float(e.get('sparsity') or 0):g}", "format": e.get("name") or e.get("format"),
@@ -75,7 +73,7 @@ def format_table(manifest: dict) -> str:
     fallback = [r for r in table if r["status"] == "passed*"]
     lines.append("")
     lines.append(f"{len(table)} files: {len(table) - len(failed)} passed, {len(failed)} failed"
-                 + (f", {len(fallback)} passed only without the default delegate (passed*)" if fallback else ""))
+                 + (f", {len(fallback)} passed only in a fallback runtime (passed*)" if fallback else ""))
     lines += [f"  FAILED {r['path']}: {r['reason']}" for r in failed]
     lines += [f"  passed* {r['path']}: {r['reason']}" for r in fallback]
     return "\n".join(lines)

@@ -93,7 +93,7 @@ def measure_missing(models: list[Model], table: dict, x: np.ndarray, *, progress
     missing layer set is timed (all its layers, interleaved, so the rounds compare like with
     like), then its whole-file candidates."""
     from tqdm import tqdm
-    from bench.layer_timing import measure
+    from export.layer_timing import measure
 
     layers, wholes = table["layers"], table.setdefault("models", {})
     todo = {}
@@ -129,7 +129,7 @@ def whole_candidates(model: Model, table: dict) -> list[list[str]]:
 
 def time_whole_files(model: Model, table: dict, x: np.ndarray) -> list[dict]:
     """Build, check (as export would) and time each candidate file, interleaved."""
-    from bench.sparse_kernels import time_rounds
+    from export.layer_timing import time_rounds
     options = tb.SparseTfliteOptions()
     ref = model.forward(x)
     rows, calls = [], []

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from export.runners import DELEGATES, litert_interpreter
+from pipeline.checks import FP32, INT8_RANDOM, compare
 from pipeline.errors import fail
 from pipeline.fileio import write_bytes
 from pipeline.model import Model
@@ -27,9 +28,6 @@ SPARSE_FC_VERSION = 8  # FULLY_CONNECTED version the converter gives sparse floa
 @dataclass(frozen=True, kw_only=True)
 class SparseTfliteOptions:
     quantize: str = "none"
-    fp32_atol: float = 1e-4  # float32 kernels sum in another order; 1e-4 is far above that noise
-    int8_rel_err: float = 0.05  # dynamic-range int8 is ~1-2% off in L2; a broken kernel is >> 1
-    int8_top1: float = 0.9  # untrained (random) nets have near-tied logits; trained ones agree > 0.99
     verify_rows: int = 256
     seed: int = 0
     xnnpack_safe: bool = True  # mark sparse FC ops so XNNPACK declines them (see _mark_sparse_versions)
@@ -90,18 +88,14 @@ def make_runner(buf: bytes, batch: int, *, delegate: str = "xnnpack", threads: i
     return call
 
 
-def check_outputs(y: np.ndarray, ref: np.ndarray, *, quantize: str, options: SparseTfliteOptions) -> dict:
-    """passed/failed with the numbers; float32 by max |diff|, int8 by relative L2 error + top-1."""
-    diff = float(np.abs(y - ref).max())
-    rel = float(np.linalg.norm(y - ref) / max(np.linalg.norm(ref), 1e-12))
-    top1 = float((y.argmax(1) == ref.argmax(1)).mean())
-    if quantize == "none":
-        ok, reason = diff <= options.fp32_atol, f"max |diff| {diff:.3g} > {options.fp32_atol}"
-    else:
-        ok = rel <= options.int8_rel_err and top1 >= options.int8_top1
-        reason = f"rel err {rel:.3g} (<= {options.int8_rel_err}), top-1 agreement {top1:.3f} (>= {options.int8_top1})"
-    return {"status": "passed" if ok else "failed", "max_abs_diff": diff, "rel_err": rel,
-            "top1_agreement": top1, "n": int(len(y)), "reason": "" if ok else reason}
+def tolerance(quantize: str):
+    """float32 files: checks.FP32; int8 (checked here on any inputs, random ones giving near-tied
+    logits): relative L2 error and a lenient top-1 (checks.INT8_RANDOM)."""
+    return FP32 if quantize == "none" else INT8_RANDOM
+
+
+def check_outputs(y: np.ndarray, ref: np.ndarray, *, quantize: str, options=None) -> dict:
+    return compare(ref, y, tolerance(quantize))
 
 
 def verify(buf: bytes, model: Model, x: np.ndarray, *, quantize: str, options=None) -> dict:

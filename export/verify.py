@@ -1,9 +1,10 @@
 """Check an exported file in its own runtime against the numpy reference, and measure its accuracy.
 
-float32 files must reproduce `Model.forward`'s logits within FP32_ATOL on real test images;
-reduced-precision files (fp16, int8) must agree on the top-1 class for MIN_AGREEMENT of them.
-A TFLite file is tried with each delegate its format lists (XNNPACK first): the first one
-that passes ships and is recorded; if none passes the file is marked failed, with every reason.
+The file kind's `check` picks the tolerance (`pipeline.checks`): float32 files must reproduce
+`Model.forward`'s logits on real test images, reduced-precision files (fp16, int8) must agree on
+the top-1 class. The file is tried in each runtime its row lists (LiteRT: XNNPACK first): the
+first one that passes ships and is recorded; if none passes the file is marked failed, with
+every reason.
 """
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from export.runners import open_session, predict
-from pipeline.errors import PrunedgeError, fail
+from export.runners import predict
+from export.runtimes import open_session
+from pipeline.checks import PRECISION, compare
+from pipeline.errors import PrunedgeError
 
-FP32_ATOL = 1e-4  # float32 kernels differ only in summation order: ~1e-6 on these logits
-MIN_AGREEMENT = 0.99  # fp16/int8 may flip near-ties, not more than 1 image in 100
 N_CHECK = 1000  # real test images compared logit by logit
 N_CALIBRATION = 300  # training images for full-int8 calibration (min/max ranges settle by ~100)
 CALIBRATION_SEED = 0
@@ -60,57 +61,40 @@ def _dir_sha256(directory: Path) -> str:
                                 if p.is_file()).encode())
 
 
-def compare(reference: np.ndarray, logits: np.ndarray, precision: str) -> dict:
-    """The verify record: both figures always, status from the one that applies to `precision`."""
-    n = len(reference)
-    if logits.shape != reference.shape:
-        return {"status": "failed", "max_abs_diff": None, "top1_agreement": None, "n": n,
-                "reason": f"output shape {list(logits.shape)} != reference {list(reference.shape)}"}
-    diff = float(np.max(np.abs(logits.astype(np.float64) - reference))) if n else 0.0
-    agree = float(np.mean(logits.argmax(axis=1) == reference.argmax(axis=1)))
-    if not np.all(np.isfinite(logits)):
-        ok, reason = False, "non-finite logits"
-    elif precision == "fp32":
-        ok, reason = diff <= FP32_ATOL, f"max |diff| {diff:.3g} > {FP32_ATOL:g}"
-    else:
-        ok, reason = agree >= MIN_AGREEMENT, f"top-1 agreement {agree:.4f} < {MIN_AGREEMENT}"
-    return {"status": "passed" if ok else "failed", "max_abs_diff": diff, "top1_agreement": agree,
-            "n": n, "reason": None if ok else reason}
-
-
 @dataclass(frozen=True)
 class Outcome:
-    verify: dict  # {"status", "max_abs_diff", "top1_agreement", "n", "reason"}
-    delegate: str | None  # the delegate the file ships with
-    accuracy: float | None  # full test set, from the file in its runtime with that delegate
+    verify: dict  # pipeline.checks.compare's record
+    runtime: str  # the runtime the file ships with (export.runtimes name)
+    accuracy: float | None  # full test set, from the file in that runtime
     seconds: float
 
 
 def verify_file(path: Path, fmt, reference: np.ndarray, data: EvalData, *, threads=None) -> Outcome:
-    """Try the format's delegates in order; ship the first that passes."""
+    """Try the row's runtimes in order; ship the first that passes."""
     import time
     start = time.perf_counter()
-    rejected, fallback = [], None  # fallback: (delegate, session, record) of a file that ran but failed
-    for delegate in fmt.delegates:
+    tolerance = PRECISION[fmt.check]
+    rejected, fallback = [], None  # fallback: (runtime, session, record) of a file that ran but failed
+    for name in fmt.runtimes:
         try:
-            session = open_session(path, fmt.runtime, delegate=delegate, threads=threads)
-            record = compare(reference, predict(session, data.x_check), fmt.precision)
+            session = open_session(path, name, threads=threads)
+            record = compare(reference, predict(session, data.x_check), tolerance)
         except PrunedgeError as e:
-            rejected.append(f"{delegate or fmt.runtime}: {e}")
+            rejected.append(f"{name}: {e}")
             continue
         if record["status"] == "passed":
             if rejected:
                 record["reason"] = "fallback from " + "; ".join(rejected)
-            return Outcome(record, delegate, accuracy(session, data), time.perf_counter() - start)
-        rejected.append(f"{delegate or fmt.runtime}: {record['reason']}")
-        fallback = fallback or (delegate, session, record)
+            return Outcome(record, name, accuracy(session, data), time.perf_counter() - start)
+        rejected.append(f"{name}: {record['reason']}")
+        fallback = fallback or (name, session, record)
     if fallback is None:
-        record = {"status": "failed", "max_abs_diff": None, "top1_agreement": None, "n": len(reference),
-                  "reason": "; ".join(rejected)}
-        return Outcome(record, fmt.delegates[0], None, time.perf_counter() - start)
-    delegate, session, record = fallback
+        record = {"status": "failed", "max_abs_diff": None, "rel_l2": None, "top1_agreement": None,
+                  "n": len(reference), "reason": "; ".join(rejected)}
+        return Outcome(record, fmt.runtimes[0], None, time.perf_counter() - start)
+    name, session, record = fallback
     record = {**record, "reason": "; ".join(rejected)}
-    return Outcome(record, delegate, accuracy(session, data), time.perf_counter() - start)
+    return Outcome(record, name, accuracy(session, data), time.perf_counter() - start)
 
 
 def accuracy(session, data: EvalData) -> float:

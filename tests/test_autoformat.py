@@ -54,7 +54,7 @@ def test_apply_rejects_foreign_format():
 
 
 def test_measure_numpy_end_to_end():
-    from bench.layer_timing import measure
+    from export.layer_timing import measure
     m = prune(random_model(SMALL_WIDTHS, seed=1), "block", 95)
     timings = measure(m, "numpy", real_test_slice(32), rounds=1, slice_s=0.002)
     assert {(t.layer, t.format) for t in timings} == {(i, f) for i in range(4) for f in ("dense", "csr")}
@@ -65,7 +65,7 @@ def test_measure_numpy_end_to_end():
 
 def test_measure_litert_marks_unstructured_unavailable():
     pytest.importorskip("ai_edge_litert")
-    from bench.layer_timing import measure
+    from export.layer_timing import measure
     m = prune(random_model([784, 64, 10], seed=2), "weight", 90)  # random sparsity: DENSIFY
     timings = measure(m, "litert", real_test_slice(16), rounds=1, slice_s=0.002)
     by = {(t.layer, t.format): t for t in timings}

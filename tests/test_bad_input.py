@@ -363,11 +363,11 @@ def test_export_run_refuses_bad_model_to_import(case, export_tree, tmp_path):
 @pytest.mark.parametrize("name", ["model.onnx", "model.tflite"])
 @pytest.mark.parametrize("how", ["truncated", "empty", "garbage"])
 def test_runtime_sessions_refuse_damaged_files(export_tree, tmp_path, name, how):
-    from export.runners import open_session
+    from export.runtimes import open_session
     path = tmp_path / name
     raw = (export_tree / K00 / name).read_bytes()
     path.write_bytes({"truncated": raw[: len(raw) // 3], "empty": b"", "garbage": os.urandom(len(raw))}[how])
-    runtime = "onnxruntime" if name.endswith(".onnx") else "litert"
+    runtime = "onnxruntime" if name.endswith(".onnx") else "litert-xnnpack"
     with pytest.raises(PrunedgeError) as e:
         session = open_session(path, runtime)
         session(np.zeros((2, 784), np.float32))  # some damage only shows when the graph runs
@@ -510,7 +510,7 @@ def test_model_forward_refuses_bad_input(x, words):
     assert_one_line_error(e.value, "input", *words)
 
 
-@pytest.mark.parametrize("name,runtime", [("model.onnx", "onnxruntime"), ("model.tflite", "litert"),
+@pytest.mark.parametrize("name,runtime", [("model.onnx", "onnxruntime"), ("model.tflite", "litert-xnnpack"),
                                           ("model.npz", "numpy")])
 @pytest.mark.parametrize("x,words", [
     (np.zeros((2, 100), np.float32), ["expected shape", "784"]),
@@ -518,7 +518,7 @@ def test_model_forward_refuses_bad_input(x, words):
     (np.zeros((0, 784), np.float32), ["empty batch"]),
 ])
 def test_runtime_sessions_refuse_bad_input(export_tree, name, runtime, x, words):
-    from export.runners import open_session
+    from export.runtimes import open_session
     session = open_session(export_tree / K00 / name, runtime)
     with pytest.raises(PrunedgeError) as e:
         session(x)

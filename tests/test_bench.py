@@ -16,7 +16,9 @@ import pytest
 
 from bench import child, latency, size, sweep
 from bench.__main__ import main
-from bench.runtimes import RUNTIMES, with_load
+from dataclasses import replace
+
+from export.runtimes import RUNTIMES, runs
 from helpers import SMALL_WIDTHS, real_test_slice
 from pipeline import methods, shrink, sparse
 from pipeline.data import FILES, write_idx_gz
@@ -232,7 +234,7 @@ def test_a_failing_runtime_becomes_failed_rows_not_a_crash(tmp_path, monkeypatch
     def broken(path, threads):
         raise RuntimeError("kernel not supported\nsecond line")
 
-    runtimes = {"numpy": with_load(RUNTIMES["numpy"], broken)}
+    runtimes = {"numpy": replace(RUNTIMES["numpy"], load=broken)}
     art = replace(_art("weight", 0), path=path)
     cfg = sweep.SweepConfig(threads=(1,), batches=(1, 4), runtimes=("numpy",))
     (job,) = sweep.plan([art], cfg)
@@ -390,7 +392,7 @@ def test_cli_dispatch(capsys):
 
 
 def test_synthetic_tree_is_discovered_with_physical_forms(tmp_path):
-    from bench import synthetic
+    from bench.experiments import synthetic
     synthetic.write_tree(tmp_path, levels=(0, 90), formats=(), widths=SMALL_WIDTHS)
     arts = {a.rel: a for a in sweep.discover(tmp_path)}
     assert set(arts) == {f"random/{m}/k{k}/model.npz" for m in ("weight", "unit") for k in ("00", "90")}
@@ -411,7 +413,7 @@ def test_runtime_outputs_match_the_numpy_reference(tmp_path, method, batch):
     x = real_test_slice(batch)
     want = m.forward(x)
     for name in ("numpy", "scipy-csr", "torch"):
-        if not RUNTIMES[name].runs(format="npz", method=method):
+        if not runs(RUNTIMES[name], fmt="npz", method=method):
             continue
         got = RUNTIMES[name].load(path, 1)(x)
         assert got.shape == want.shape

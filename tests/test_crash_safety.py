@@ -136,7 +136,7 @@ def test_export_run_killed_at_random_points_then_completed(tmp_path, images):
     from export import onnx_format
     from export.formats import ExportOptions
     from export.manifest import check_manifest, load_manifest
-    from export.runners import open_session
+    from export.runtimes import open_session
 
     rng = random.Random(SEED + 1)
     source = tmp_path / "net.onnx"
@@ -170,6 +170,6 @@ def test_export_run_killed_at_random_points_then_completed(tmp_path, images):
         if entry["name"] == "onnx":  # the same bytes an uninterrupted export writes
             fresh = onnx_format.export_dense(reference, tmp_path / "fresh.onnx", ExportOptions())
             assert fresh.read_bytes() == path.read_bytes(), path
-        logits = open_session(path, entry["runtime"], delegate=entry["delegate"])(images)
+        logits = open_session(path, entry["runtime"])(images)
         atol = 1e-4 if entry["variant"] == "fp32" else 0.05 * float(np.abs(reference.forward(images)).max())
         np.testing.assert_allclose(logits, reference.forward(images), atol=atol, err_msg=str(path))

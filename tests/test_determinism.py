@@ -167,7 +167,7 @@ def test_export_manifest_records_what_reproduces_each_file(exports):
     assert {"config", "versions", "files"} <= a.keys()
     config = a["config"]
     assert {"seed", "opset", "data", "data_sha256", "n_check", "n_calibration", "formats", "methods",
-            "levels", "fp32_atol", "min_agreement"} <= config.keys()
+            "levels", "tolerances"} <= config.keys()
     assert config["data_sha256"] == data.files_sha256(data.data_dir())
     assert {"python", "numpy", "onnx", "onnxruntime", "ai-edge-litert"} <= a["versions"].keys()
     assert {"tensorflow", "tensorflow-cpu"} & a["versions"].keys()

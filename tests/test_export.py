@@ -16,9 +16,10 @@ from export import formats as F
 from export import onnx_format, tflite_format
 from export.kdir import export_kdir, process_kdir
 from export.manifest import check_manifest, load_manifest, write_manifest
-from export.runners import SESSIONS, TfliteSession, open_session, run_onnx, run_tflite
+from export.runners import TfliteSession, run_onnx, run_tflite
+from export.runtimes import RUNTIMES, open_session
 from export.table import format_table
-from export.verify import EvalData, compare, verify_file
+from export.verify import EvalData, verify_file
 from helpers import real_test_slice
 from pipeline import prune, shrink, sparse
 from pipeline.errors import PrunedgeError
@@ -71,8 +72,9 @@ def test_table_rows_are_consistent():
     assert len(set(suffixes)) == len(suffixes)
     for f in F.FORMATS.values():
         assert f.suffix.endswith("." + f.format), f.name
-        assert f.runtime in SESSIONS and f.format in F.INSPECT
-        assert f.precision in ("fp32", "reduced")
+        assert f.runtimes and set(f.runtimes) <= set(RUNTIMES) and f.format in F.INSPECT
+        assert all(f.format in RUNTIMES[r].formats for r in f.runtimes), f.name
+        assert f.check in ("fp32", "reduced") and f.precision in ("fp32", "fp16", "int8-dynamic", "int8-full")
         params = list(inspect.signature(f.export).parameters)[:3]
         assert params == ["model", "out_path", "options"], f.name
 
@@ -98,10 +100,10 @@ def test_select_rejects_unknown_format():
 def test_runtime_output_matches_reference(kind, name, models, exported, x):
     fmt = F.FORMATS[name]
     ref = models[kind].forward(x)
-    for delegate in fmt.delegates:
-        y = open_session(exported[kind, name], fmt.runtime, delegate=delegate)(x)
+    for runtime in fmt.runtimes:
+        y = open_session(exported[kind, name], runtime)(x)
         assert y.dtype == np.float32 and y.shape == ref.shape
-        if fmt.precision == "fp32":
+        if fmt.check == "fp32":
             np.testing.assert_allclose(y, ref, rtol=0, atol=FP32_ATOL)
         elif fmt.variant == "fp16":
             np.testing.assert_allclose(y, ref, rtol=0, atol=FP16_REL * np.abs(ref).max())
@@ -115,7 +117,7 @@ def test_sessions_resize_between_batches(kind, models, exported, x):
     ref = models[kind].forward(x[:9])
     for name, runner in (("onnx", run_onnx), ("tflite", run_tflite)):
         path = exported[kind, name]
-        session = open_session(path, F.FORMATS[name].runtime)
+        session = open_session(path, F.FORMATS[name].runtimes[0])
         for batch in (1, 9, 4, 9):
             np.testing.assert_allclose(session(x[:batch]), ref[:batch], rtol=0, atol=FP32_ATOL)
         np.testing.assert_allclose(runner(path, x[:9]), ref, rtol=0, atol=FP32_ATOL)
@@ -195,7 +197,7 @@ def test_damaged_files_are_rejected_with_one_line(name, how, exported, tmp_path)
     fmt = F.FORMATS[name]
     bad = _damage(exported["dense", name], how, tmp_path)
     with pytest.raises(PrunedgeError) as info:
-        open_session(bad, fmt.runtime)
+        open_session(bad, fmt.runtimes[0])
     message = str(info.value)
     assert message.startswith(str(bad)) and "\n" not in message
 
@@ -220,33 +222,40 @@ def _data(x: np.ndarray, model) -> EvalData:
 def test_verify_passes_good_file_and_fails_wrong_one(models, exported, x):
     fmt, path = F.FORMATS["tflite"], exported["dense", "tflite"]
     good = verify_file(path, fmt, models["dense"].forward(x[:200]), _data(x, models["dense"]))
-    assert good.verify["status"] == "passed" and good.delegate == "xnnpack" and good.accuracy == 1.0
+    assert good.verify["status"] == "passed" and good.runtime == "litert-xnnpack" and good.accuracy == 1.0
     wrong = verify_file(path, fmt, models["csr"].forward(x[:200]), _data(x, models["csr"]))
     assert wrong.verify["status"] == "failed"
-    assert "xnnpack: max |diff|" in wrong.verify["reason"] and "none: max |diff|" in wrong.verify["reason"]
+    assert "litert-xnnpack: max |diff|" in wrong.verify["reason"]
+    assert "litert-builtin: max |diff|" in wrong.verify["reason"]
 
 
 def test_compare_rules():
+    from pipeline.checks import FP32, INT8_LAYER, REDUCED, compare
     ref = np.array([[0.0, 1.0], [2.0, 0.0]])
-    assert compare(ref, ref + 5e-5, "fp32")["status"] == "passed"
-    assert compare(ref, ref + 2e-4, "fp32")["status"] == "failed"
-    assert compare(ref, ref + 0.4, "reduced")["status"] == "passed"  # same top-1
-    flipped = compare(ref, ref[:, ::-1], "reduced")
+    assert compare(ref, ref + 5e-5, FP32)["status"] == "passed"
+    assert compare(ref, ref + 2e-4, FP32)["status"] == "failed"
+    assert compare(ref, ref + 0.4, REDUCED)["status"] == "passed"  # same top-1
+    flipped = compare(ref, ref[:, ::-1], REDUCED)
     assert flipped["status"] == "failed" and flipped["top1_agreement"] == 0.0
-    assert compare(ref, np.full_like(ref, np.nan), "reduced")["status"] == "failed"
+    assert compare(ref, np.full_like(ref, np.nan), REDUCED)["status"] == "failed"
+    assert compare(ref, ref * 1.01, INT8_LAYER)["status"] == "passed"
+    assert compare(ref, ref * 1.2, INT8_LAYER)["status"] == "failed"
+    assert compare(ref, ref[:1], FP32)["reason"].startswith("output shape")
 
 
 def test_fallback_to_builtin_kernels_is_recorded(models, x, tmp_path, monkeypatch):
     """int8 weights stored sparse: XNNPACK refuses (or miscomputes) them; builtin kernels are right."""
-    monkeypatch.setattr("export.verify.MIN_AGREEMENT", MIN_AGREEMENT)  # random model: near-ties
+    from pipeline.checks import Tolerance
+    monkeypatch.setitem(__import__("pipeline.checks").checks.PRECISION, "reduced",
+                        Tolerance(min_top1=MIN_AGREEMENT))  # random model: near-ties
     recipe = tflite_format.Recipe(optimizations=("DEFAULT", "EXPERIMENTAL_SPARSITY"))
     path = tmp_path / "m.int8-sparse.tflite"
     path.write_bytes(tflite_format.convert(models["csr"], recipe, F.ExportOptions(), path))
     fmt = F.ExportFormat(name="int8-sparse", suffix=path.name, format="tflite", variant="int8-sparse",
-                         runtime="litert", precision="reduced", export=None, delegates=("xnnpack", "none"))
+                         check="reduced", precision="int8-dynamic", export=None, runtimes=F.LITERT)
     outcome = verify_file(path, fmt, models["csr"].forward(x[:200]), _data(x, models["csr"]))
-    assert outcome.verify["status"] == "passed" and outcome.delegate == "none"
-    assert outcome.verify["reason"].startswith("fallback from xnnpack")
+    assert outcome.verify["status"] == "passed" and outcome.runtime == "litert-builtin"
+    assert outcome.verify["reason"].startswith("fallback from litert-xnnpack")
 
 
 # ------------------------------------------------------------------ k-dirs, manifest, table, CLI
@@ -271,8 +280,8 @@ def test_kdir_record_and_manifest(kdir_root):
     by_name = {e["name"]: e for e in manifest["files"]}
     assert by_name["npz"]["runs_sparse"] and not by_name["onnx-sparse"]["runs_sparse"]
     e = by_name["tflite-sparse"]
-    assert (e["path"], e["format"], e["variant"], e["delegate"]) == \
-        ("random/weight/k80/model.sparse.tflite", "tflite", "sparse", "xnnpack")
+    assert (e["path"], e["format"], e["variant"], e["runtime"]) == \
+        ("random/weight/k80/model.sparse.tflite", "tflite", "sparse", "litert-xnnpack")
     assert e["framework"] == "random" and e["method"] == "weight" and e["sparsity"] == 80.0
     assert "onnxruntime" in manifest["versions"] and check_manifest(root) == []
     table = format_table(manifest)
@@ -298,7 +307,7 @@ def test_failed_export_is_a_failed_row_and_strict_raises(models, x, tmp_path):
     def broken(model, out_path, options):
         raise PrunedgeError(f"{out_path}: converter exploded")
     bad = F.ExportFormat(name="onnx", suffix="model.onnx", format="onnx", variant="fp32",
-                         runtime="onnxruntime", precision="fp32", export=broken)
+                         runtimes=("onnxruntime",), check="fp32", precision="fp32", export=broken)
     kdir = tmp_path / "random" / "dense" / "k00"
     save(models["dense"], kdir / "model.npz")
     (kdir / "model.onnx").write_bytes(b"stale file from an earlier run")

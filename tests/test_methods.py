@@ -24,7 +24,7 @@ def test_every_row_is_complete(name):
 
 
 def test_the_runtimes_rows_name_exist():
-    from bench.runtimes import RUNTIMES
+    from export.runtimes import RUNTIMES
     for row in methods.METHODS.values():
         assert set(row.timed_by) <= set(RUNTIMES), row.name
 

@@ -102,8 +102,8 @@ def test_measure_missing_times_each_layer_set_once(tmp_path, monkeypatch):
     wholes = table["models"][ta.model_key(model)]  # the whole-file candidates, built, checked and timed
     assert len(wholes) >= 3 and all(r["status"] == "ok" and r["p50_us"] > 0 for r in wholes)
     assert ["dense"] * 3 in [r["formats"] for r in wholes]
-    import bench.layer_timing
-    monkeypatch.setattr(bench.layer_timing, "measure", lambda *a, **k: pytest.fail("measured again"))
+    import export.layer_timing
+    monkeypatch.setattr(export.layer_timing, "measure", lambda *a, **k: pytest.fail("measured again"))
     assert ta.measure_missing([model], table, x, progress=False) is table
     path = ta.save_table(tmp_path / ta.TIMINGS_FILE, table)
     assert ta.load_table(path) == table

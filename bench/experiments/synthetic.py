@@ -3,7 +3,7 @@
 Writes `<out>/random/<method>/k<NN>/model.npz` (physical: unit -> shrunk, weight -> CSR,
 k00 dense) plus the requested export formats, in the layout `bench run` discovers:
 
-    python -m bench.synthetic --out /tmp/bench_random --levels 0,90,95,99 --formats onnx
+    python -m bench.experiments.synthetic --out /tmp/bench_random --levels 0,90,95,99 --formats onnx
     python -m bench run --root /tmp/bench_random --threads 1 --runtime numpy,scipy-csr,onnxruntime
 
 Random He weights have no structure, which is the right control for "what does this kernel
@@ -14,23 +14,21 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from pipeline.cli import ArgumentParser
-from pipeline.errors import PrunedgeError, fail
+from pipeline import cli
+from pipeline.errors import fail
 from pipeline.model import Model, random_model
 from pipeline.model_io import save
+from pipeline.methods import physical, prune
 from pipeline.prune import LEVELS
-from pipeline.methods import prune
-from pipeline.shrink import shrink
-from pipeline.sparse import to_csr
+from pipeline.stages import level_dir
 
 WIDTHS = (784, 1000, 1000, 500, 200, 10)
-PHYSICAL = {"weight": to_csr, "unit": shrink}
 
 
 def pruned(model: Model, method: str, level: float) -> Model:
     if level == 0:
         return model.with_layers(model.layers, method="dense", sparsity=0.0, physical="dense")
-    return PHYSICAL[method](prune(model, method, level))
+    return physical(prune(model, method, level))
 
 
 def write_tree(out: Path, *, levels=LEVELS, methods=("weight", "unit"), formats=("onnx",),
@@ -44,7 +42,7 @@ def write_tree(out: Path, *, levels=LEVELS, methods=("weight", "unit"), formats=
     written = []
     for method in methods:
         for level in levels:
-            kdir = Path(out) / "random" / method / f"k{int(level):02d}"
+            kdir = level_dir(Path(out), "random", method, level)
             model = pruned(base, method, level)
             written.append(save(model, kdir / "model.npz"))
             for name in formats:
@@ -54,31 +52,23 @@ def write_tree(out: Path, *, levels=LEVELS, methods=("weight", "unit"), formats=
     return written
 
 
-def main(argv=None) -> int:
-    p = ArgumentParser(prog="python -m bench.synthetic", description=__doc__.split("\n\n")[0])
+def build_parser():
+    p = cli.ArgumentParser(prog="python -m bench.experiments.synthetic", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True, help="export root to write")
-    p.add_argument("--levels", default="0,90,95,99", help="sparsity percents (default: %(default)s)")
-    p.add_argument("--methods", default="weight,unit", help="(default: %(default)s)")
-    p.add_argument("--formats", default="onnx", help="rows of export/formats.py, or '' for npz only "
-                                                      "(default: %(default)s)")
+    cli.add_levels(p, "0,90,95,99")
+    cli.add_methods(p, "weight,unit")
+    p.add_argument("--formats", default="onnx", help="export table rows to write (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    try:
-        try:
-            levels = [float(t) for t in args.levels.split(",") if t.strip()]
-        except ValueError:
-            raise fail("--levels", f"expected numbers like 0,90, got {args.levels!r}") from None
-        methods = [m for m in args.methods.split(",") if m.strip()]
-        if any(m not in PHYSICAL for m in methods):
-            raise fail("--methods", f"choose from {', '.join(PHYSICAL)}, got {args.methods!r}")
-        formats = [f for f in args.formats.split(",") if f.strip()]
-        files = write_tree(args.out, levels=levels, methods=methods, formats=formats, seed=args.seed)
-    except PrunedgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args) -> int:
+    files = write_tree(args.out, levels=cli.parse_levels(args.levels or "0,90,95,99"),
+                       methods=cli.parse_methods(args.methods), formats=cli.csv_list(args.formats), seed=args.seed)
     print(f"{len(files)} files under {args.out}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli.main(build_parser))

@@ -1,0 +1,1 @@
+"""Experiments: measurements that inform defaults, kept out of the shipping path (nothing imports them)."""
