@@ -56,10 +56,10 @@ bench: setup
 	$(PY) -m bench run $(if $(QUICK),--quick) $(BENCH_ARGS)
 
 report: setup
-	$(PY) -m bench report --seeds $(or $(SEEDS),3) $(if $(DEVICE_RESULTS),--device-results $(DEVICE_RESULTS))
+	$(PY) -m report --seeds $(or $(SEEDS),3) $(if $(DEVICE_RESULTS),--device-results $(DEVICE_RESULTS))
 
 bundle: setup
-	$(PY) -m export bundle $(if $(MODEL),--model $(MODEL)) $(if $(FORMAT),--format $(FORMAT))
+	$(PY) -m bundle $(if $(MODEL),--model $(MODEL)) $(if $(FORMAT),--format $(FORMAT))
 
 test: setup data
 	$(PY) -m pytest -q tests; rc=$$?; \

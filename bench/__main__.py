@@ -1,31 +1,21 @@
-"""`python -m bench run|report`: measure every exported artifact, or report on the results."""
+"""`python -m bench run`: latency, size, accuracy and memory of every exported artifact in every
+runtime that can run it -> artifacts/bench/results.csv, results.json. (`python -m bench report`
+is `python -m report`.)"""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
-from pipeline.cli import ArgumentParser
-from pipeline.errors import PrunedgeError, fail
-
-USAGE = """usage: python -m bench {run,report} [options]
-
-  run     latency, size, accuracy and memory of every exported artifact in every runtime
-          -> artifacts/bench/results.csv, results.json
-  report  plots and REPORT.md from the results
-
-`python -m bench <command> --help` lists a command's options."""
-
-
-def _csv(text: str) -> list[str]:
-    return [t.strip() for t in text.split(",") if t.strip()]
+from pipeline import cli
+from pipeline.errors import fail
 
 
 def _ints(option: str, text: str, allowed: dict | None = None) -> tuple[int, ...]:
     out = []
-    for t in _csv(text):
+    for t in cli.csv_list(text):
         if allowed and t in allowed:
             out.append(allowed[t])
             continue
@@ -34,54 +24,39 @@ def _ints(option: str, text: str, allowed: dict | None = None) -> tuple[int, ...
         except ValueError:
             raise fail(option, f"expected integers{' or ' + '/'.join(allowed) if allowed else ''}, "
                                f"got {t!r}") from None
-        if n < 1:
-            raise fail(option, f"must be >= 1, got {n}")
-        out.append(n)
+        out.append(cli.positive_int(option, n))
     if not out:
         raise fail(option, "empty list")
     return tuple(sorted(set(out)))
 
 
-def _names(option: str, text: str | None, allowed=None) -> tuple[str, ...] | None:
+def _names(option: str, text: str | None, allowed) -> tuple[str, ...] | None:
     if text is None:
         return None
-    names = tuple(_csv(text))
-    unknown = [n for n in names if allowed is not None and n not in allowed]
+    names = tuple(cli.csv_list(text))
+    unknown = [n for n in names if n not in allowed]
     if unknown or not names:
-        raise fail(option, f"unknown {', '.join(unknown) or '(empty)'} (choose from {', '.join(allowed)})"
-                   if allowed else "empty list")
+        raise fail(option, f"unknown {', '.join(unknown) or '(empty)'} (choose from {', '.join(allowed)})")
     return names
 
 
-def _levels(text: str | None) -> tuple[float, ...] | None:
-    if text is None:
-        return None
-    try:
-        levels = tuple(float(t) for t in _csv(text))
-    except ValueError:
-        raise fail("--levels", f"expected percentages like 0,90,99, got {text!r}") from None
-    if not levels or any(not 0 <= k < 100 for k in levels):
-        raise fail("--levels", f"each level must be in [0, 100), got {text!r}")
-    return levels
-
-
-def run_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     from export.runtimes import RUNTIMES
-    p = ArgumentParser(
-        prog="python -m bench run",
-        description="Measure latency (p50/p90/p99), file and gzip size, full test-set accuracy and "
-                    "peak memory of every exported artifact in every runtime that can run it. "
-                    "Each artifact x runtime runs in a fresh child process.")
-    p.add_argument("--root", type=Path, default=Path("artifacts/export"),
-                   help="export directory with manifest.json (default: %(default)s)")
+    parser = cli.ArgumentParser(prog="python -m bench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="measure every exported artifact in every runtime",
+                       description="Measure latency (p50/p90/p99), file and gzip size, full test-set accuracy and "
+                                   "peak memory of every exported artifact in every runtime that can run it. "
+                                   "Each runtime's measurements run in fresh child processes.")
+    cli.add_root(p, "artifacts/export", "export directory with manifest.json")
     p.add_argument("--out", type=Path, default=Path("artifacts/bench"),
                    help="where results.csv and results.json go (default: %(default)s)")
-    p.add_argument("--data-dir", default=None,
-                   help="Fashion-MNIST IDX directory (default: $PRUNEDGE_DATA or the Debian package's)")
-    p.add_argument("--runtime", help=f"comma list of runtimes (default: all of {', '.join(RUNTIMES)})")
-    p.add_argument("--framework", help="comma list, e.g. torch,tf (default: all found)")
-    p.add_argument("--method", help="comma list, e.g. weight,unit (default: all found)")
-    p.add_argument("--levels", help="comma list of sparsity percentages, e.g. 0,90,99 (default: all)")
+    cli.add_data_dir(p)
+    p.add_argument("--runtimes", "--runtime", dest="runtimes",
+                   help=f"comma list of runtimes (default: all of {', '.join(RUNTIMES)})")
+    cli.add_frameworks(p, default=None)
+    cli.add_methods(p, default=None)
+    cli.add_levels(p, "all found")
     p.add_argument("--threads", default="1,all", help="comma list; 'all' = usable cores (default: %(default)s)")
     p.add_argument("--batch", default="1,64", help="comma list of batch sizes (default: %(default)s)")
     p.add_argument("--quick", action="store_true",
@@ -96,14 +71,18 @@ def run_parser() -> argparse.ArgumentParser:
     p.add_argument("--append", action="store_true",
                    help="keep rows of an earlier results.json in --out for artifacts not measured now "
                         "(a sweep in parts)")
-    return p
+    p.set_defaults(func=run)
+    p = sub.add_parser("report", add_help=False, help="plots and REPORT.md: the same as `python -m report`")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=report)
+    return parser
 
 
-def config_from_args(args) -> "SweepConfig":
+def config_from_args(args):
     from bench.latency import QUICK, LatencyConfig
     from bench.machine import usable_cores
-    from export.runtimes import RUNTIMES
     from bench.sweep import SweepConfig
+    from export.runtimes import RUNTIMES
     if args.timeout <= 0:
         raise fail("--timeout", f"must be > 0, got {args.timeout}")
     timing = QUICK if args.quick else LatencyConfig()
@@ -111,15 +90,15 @@ def config_from_args(args) -> "SweepConfig":
     hi = max(timing.max_seconds, lo) if args.max_seconds is None else args.max_seconds
     if not 0 <= lo <= hi:
         raise fail("--min-seconds", f"need 0 <= --min-seconds ({lo}) <= --max-seconds ({hi})")
-    timing = replace(timing, min_seconds=lo, max_seconds=hi)
     return SweepConfig(
         root=args.root, out=args.out, data_dir=args.data_dir,
-        runtimes=_names("--runtime", args.runtime, RUNTIMES) or tuple(RUNTIMES),
-        frameworks=_names("--framework", args.framework), methods=_names("--method", args.method),
-        levels=_levels(args.levels),
+        runtimes=_names("--runtimes", args.runtimes, RUNTIMES) or tuple(RUNTIMES),
+        frameworks=tuple(cli.parse_frameworks(args.frameworks) or ()) or None,
+        methods=tuple(cli.csv_list(args.methods)) if args.methods else None,
+        levels=tuple(cli.parse_levels(args.levels)) if args.levels else None,
         threads=_ints("--threads", args.threads, {"all": usable_cores()}),
         batches=_ints("--batch", args.batch),
-        latency=timing,
+        latency=replace(timing, min_seconds=lo, max_seconds=hi),
         quick=args.quick, strict=args.strict, timeout_s=args.timeout)
 
 
@@ -134,45 +113,34 @@ def check_inputs(config) -> None:
             raise fail(d / name, "Fashion-MNIST test file not found (pass --data-dir or set PRUNEDGE_DATA)")
 
 
-def run_main(argv: list[str]) -> int:
+def run(args) -> int:
     from bench.sweep import BenchFailure, merge_earlier, sweep, write_results
-    args = run_parser().parse_args(argv)
+    config = config_from_args(args)
+    check_inputs(config)
     try:
-        config = config_from_args(args)
-        check_inputs(config)
         results = sweep(config, progress=not args.no_progress)
-        if args.append:
-            results = merge_earlier(results, config.out)
-        csv_path, json_path = write_results(results, config.out)
-    except PrunedgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
     except BenchFailure as e:
-        print(f"error: --strict: {e}", file=sys.stderr)
+        print(f"error: --strict: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
+    if args.append:
+        results = merge_earlier(results, config.out)
+    csv_path, json_path = write_results(results, config.out)
     rows = results["rows"]
     failed = sum(r["status"] != "ok" for r in rows)
     print(f"{len(rows)} rows ({failed} failed) in {results['elapsed_s']:.0f} s -> {csv_path}, {json_path}")
     return 0
 
 
-def report_main(argv: list[str]) -> int:
-    from bench.report import main  # written by the report engineer
-    return main(argv)
+def report(args) -> int:
+    """The report is a later stage than the bench: hand over to its process instead of importing it."""
+    os.execv(sys.executable, [sys.executable, "-m", "report", *args.rest])
 
 
-COMMANDS: dict[str, Callable[[list[str]], int]] = {"run": run_main, "report": report_main}
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
-        return 0 if argv else 2
-    if argv[0] not in COMMANDS:
-        print(f"error: unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)})", file=sys.stderr)
-        return 2
-    return COMMANDS[argv[0]](argv[1:]) or 0
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["report"]:  # argparse.REMAINDER cannot pass a leading "--help" through
+        return report(argparse.Namespace(rest=argv[1:]))
+    return cli.main(build_parser, argv)
 
 
 if __name__ == "__main__":

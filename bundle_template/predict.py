@@ -164,9 +164,9 @@ def open_model(manifest: dict, bundle_dir: Path = HERE, threads: int | None = No
     if verify:
         verify_files(manifest, bundle_dir)
     model = manifest["model"]
-    runner_cls = RUNNERS.get(model.get("format"))
+    runner_cls = RUNNERS.get(model.get("runner", model.get("format")))
     if runner_cls is None:
-        raise BundleError(f"{bundle_dir / 'manifest.json'}: unknown model format {model.get('format')!r}")
+        raise BundleError(f"{bundle_dir / 'manifest.json'}: unknown model runner {model.get('runner')!r}")
     path = bundle_dir / model["file"]
     try:
         return runner_cls(path, threads, model.get("delegate"))

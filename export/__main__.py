@@ -7,7 +7,7 @@ run     train (torch, tf) -> prune at every level (weight, unit) -> export every
 verify  re-verify the files listed in the manifest (after editing a tolerance, or a runtime upgrade);
         refuses (one line, nothing rewritten) when a listed file changed since export.
 table   print the table from the manifest.
-bundle  a deploy bundle (export/bundle.py; `python -m export bundle --help`).
+bundle  a deploy bundle: the same as `python -m bundle` (see its --help).
 """
 from __future__ import annotations
 
@@ -273,12 +273,9 @@ def cmd_table(args) -> int:
 
 
 def cmd_bundle(args) -> int:
-    """Hand everything after `bundle` to export/bundle.py's own argparse CLI."""
-    try:
-        from export.bundle import main as bundle_main
-    except ImportError:
-        raise fail("bundle", "deploy bundles are not available in this version (export/bundle.py)") from None
-    return bundle_main(args.rest)
+    """`python -m export bundle ...` is `python -m bundle ...`: bundles are a later stage than export
+    (they read bench results), so this spelling hands over to that process instead of importing it."""
+    os.execv(sys.executable, [sys.executable, "-m", "bundle", *args.rest])
 
 
 # ------------------------------------------------------------------ CLI
@@ -339,11 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bundle"]:  # argparse.REMAINDER cannot pass a leading "--help" through
-        args = argparse.Namespace(func=cmd_bundle, rest=argv[1:])
-    else:
-        args = build_parser().parse_args(argv)
-    from pipeline.cli import run
-    return run(args.func, args)
+        return cmd_bundle(argparse.Namespace(rest=argv[1:]))
+    return cli.main(build_parser, argv)
 
 
 if __name__ == "__main__":

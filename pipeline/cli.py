@@ -30,8 +30,12 @@ def run(command: Callable[..., int], *args) -> int:
 
 
 def main(build_parser: Callable[[], argparse.ArgumentParser], argv=None) -> int:
-    """Parse `argv` with the parser and run the sub-command's `func(args)` through `run`."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    """Parse `argv` with the parser and run the sub-command's `func(args)` through `run`; --help and
+    usage mistakes return argparse's status (0 / 2) instead of raising SystemExit."""
+    try:
+        args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    except SystemExit as e:
+        return e.code if isinstance(e.code, int) else 2
     return run(args.func, args)
 
 

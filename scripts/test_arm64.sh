@@ -2,7 +2,7 @@
 # make test-arm64: run the deploy bundles on an emulated aarch64 Debian bookworm (qemu-user 10,
 # QEMU_CPU=cortex-a72 like a Raspberry Pi 4) and check they give the same classes as on this host.
 #
-# For each format (onnx, tflite): build the bundle (python -m export.bundle), pip install its
+# For each format (onnx, tflite): build the bundle (python -m bundle), pip install its
 # requirements.txt in the arm64 userland, classify N real test images there and here with the
 # bundle's own predict.py, require identical classes, run a short bench_device.py, and write
 # artifacts/arm64/result.json. Emulated latency is a FUNCTIONAL CHECK ONLY, not Pi speed.
@@ -11,7 +11,7 @@
 #   ARM64_CACHE=/var/cache/prunedge-arm64  userland + qemu cache, reused when present
 #   ARM64_FORMATS="onnx tflite"            bundles to build and check
 #   ARM64_BUNDLES="dir dir"                check these bundle directories instead of building
-#   ARM64_BUNDLE_ARGS="--model DIR ..."    extra arguments for python -m export.bundle
+#   ARM64_BUNDLE_ARGS="--model DIR ..."    extra arguments for python -m bundle
 #   ARM64_N=1000                           test images to classify
 #   ARM64_OUT=artifacts/arm64              where result.json and per-bundle outputs go
 # Without artifacts/export/manifest.json the bundles are made from a random-weight network of the
@@ -99,7 +99,7 @@ EOF
   BUNDLES=()
   for fmt in $FORMATS; do
     log "building the $fmt bundle"
-    made=$("$PY" -m export.bundle --format "$fmt" "${BUNDLE_ARGS[@]}") || die "python -m export.bundle --format $fmt failed"
+    made=$("$PY" -m bundle --format "$fmt" "${BUNDLE_ARGS[@]}") || die "python -m bundle --format $fmt failed"
     BUNDLES+=("${made%%$'\n'*}")  # first line: the bundle directory
   done
 fi

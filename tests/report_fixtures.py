@@ -4,7 +4,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from bench.seeds import write_seeds_csv
+from report.seeds import write_seeds_csv
 from pipeline.fileio import write_json
 from pipeline.model import random_model
 from pipeline.model_io import save

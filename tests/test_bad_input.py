@@ -378,7 +378,7 @@ def test_runtime_sessions_refuse_damaged_files(export_tree, tmp_path, name, how)
 
 @pytest.fixture(scope="module")
 def bundle(export_tree, tmp_path_factory) -> Path:
-    from export.bundle import make_bundle
+    from bundle.build import make_bundle
     out = tmp_path_factory.mktemp("bundles")
     return make_bundle(export_tree / K00, fmt="onnx", out_root=out, export_root=export_tree / "export",
                        bench_root=out / "no-bench")

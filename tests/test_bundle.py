@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import bundle as B
+from bundle import build as B
+from bundle.__main__ import main as bundle_main
 from pipeline.data import CLASS_NAMES, FILES, IMAGE_MAGIC, data_dir, read_idx
 from pipeline.model import random_model
 from pipeline.model_io import save
@@ -315,7 +316,7 @@ def test_default_choice_is_fastest_within_one_point(tmp_path):
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert B.main(["--model", str(tmp_path / "missing"), "--format", "onnx"]) == 2
+    assert bundle_main(["--model", str(tmp_path / "missing"), "--format", "onnx"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "missing" in err[0]
 
@@ -323,7 +324,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
 def test_tflite_delegate_none_is_kept(export_tree, tmp_path):
     """A file verified without XNNPACK is bundled, run and benchmarked without it."""
     root, _ = export_tree
-    path = B.make_bundle(root / "torch" / "dense" / "k00", fmt="tflite", delegate="none", out_root=tmp_path,
+    path = B.make_bundle(root / "torch" / "dense" / "k00", fmt="tflite", runtime="litert-builtin", out_root=tmp_path,
                          export_root=root, bench_root=tmp_path / "no-bench")
     assert json.loads((path / "manifest.json").read_text())["model"]["delegate"] == "none"
     proc = run_script(path, "bench_device.py", "--out", tmp_path / "d.csv", "--warmup", "1", "--reps", "3",

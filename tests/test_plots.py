@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench import analysis, plots
-from bench.report_inputs import as_percent, typed_row
+from report import analysis, plots
+from report.inputs import as_percent, typed_row
 from report_fixtures import result_rows
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,7 +1,7 @@
 """The issue-5 report section: same-precision speedups, tolerance, verified files only."""
 from types import SimpleNamespace
 
-from bench import report_pay as rp
+from report import pay as rp
 
 
 def row(artifact, method, k, variant, p50, acc, runtime="litert-builtin", fw="torch", fmt="tflite", size=1000):
@@ -54,7 +54,7 @@ def test_only_verified_files_and_delegates_are_counted():
 
 
 def test_accuracy_targets_for_fine_tuned_methods():
-    from bench.analysis import curves
+    from report.analysis import curves
     acc = [{"framework": "torch", "method": m, "sparsity": k, "accuracy": a}
            for m, pts in {"weight-gp": {0: 90.0, 90: 89.6, 95: 89.1}, "weight-ft": {0: 90.0, 95: 88.5},
                           "unit-gp": {0: 90.0, 80: 89.2}, "weight": {0: 90.0, 95: 60.0}}.items()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import analysis
+from report import analysis
 from pipeline.errors import fail
 
 # results.csv column -> type (docs/CONTRACTS.md); everything else stays a string.
@@ -166,7 +166,7 @@ def model_for_weights(root: Path, framework: str) -> Path | None:
 
 def load_inputs(root: Path, device_results=()) -> Inputs:
     """Read seeds.csv (else the manifest), training runs, results and device results under root."""
-    from bench.seeds import read_seeds_csv
+    from report.seeds import read_seeds_csv
     from pipeline import model_io
     root = Path(root)
     inputs = Inputs(root=root)

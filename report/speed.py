@@ -2,9 +2,9 @@
 gives no speedup, and device results. Same `section(inp, d, figs, cfg) -> list[str]` shape."""
 from __future__ import annotations
 
-from bench import analysis
-from bench.report_format import artifact_name, image, level, missing, pct, size, table, times, us
-from bench.report_inputs import Derived, Inputs
+from report import analysis
+from report.markdown import artifact_name, image, level, missing, pct, size, table, times, us
+from report.inputs import Derived, Inputs
 
 
 def speed_and_size(inp: Inputs, d: Derived, figs, cfg) -> list[str]:

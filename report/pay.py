@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from bench import analysis
-from bench.report_format import level, missing, pct, size, table, times, us
-from bench.report_inputs import as_percent, manifest_accuracy
+from report import analysis
+from report.markdown import level, missing, pct, size, table, times, us
+from report.inputs import as_percent, manifest_accuracy
 from pipeline.methods import base_name as base_method
 
 # variant -> the variant of the dense file with the same weight precision

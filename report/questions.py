@@ -1,15 +1,15 @@
 """Report sections answering the challenge's questions Q1-Q4, and the training section.
 
 Each section is `section(inp, d, figs, cfg) -> list[str]` of Markdown lines; numbers come from
-`d` (bench.report_inputs.Derived) and the prose only picks words from comparisons of them.
+`d` (report.inputs.Derived) and the prose only picks words from comparisons of them.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from bench import analysis
-from bench.report_format import image, level, method_order, missing, pct, share, span, table
-from bench.report_inputs import ENERGY_RANK, NEAR_ZERO, Q4_SV_SHARES, Q4_WEIGHT_SHARES, Derived, Inputs
+from report import analysis
+from report.markdown import image, level, method_order, missing, pct, share, span, table
+from report.inputs import ENERGY_RANK, NEAR_ZERO, Q4_SV_SHARES, Q4_WEIGHT_SHARES, Derived, Inputs
 
 HEAVY_TAILS = 1.0  # excess kurtosis above this is clearly heavier-tailed than Gaussian init noise
 
@@ -17,7 +17,7 @@ HEAVY_TAILS = 1.0  # excess kurtosis above this is clearly heavier-tailed than G
 def q1(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
     lines = ["## Q1. How does accuracy degrade with sparsity?", ""]
     if not d.curves:
-        return lines + missing("accuracy vs sparsity", "python -m bench report --seeds 3")
+        return lines + missing("accuracy vs sparsity", "python -m report --seeds 3")
     for fw in sorted({fw for fw, _ in d.curves}):
         lines += image(figs.get(f"accuracy_{fw}"), f"accuracy vs sparsity, {fw}")
     keys = sorted(d.curves, key=method_order)
@@ -65,7 +65,7 @@ def degradation_sentence(fw: str, method: str, pts, tolerance: float) -> str:
 def q2(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
     lines = [f"## Q2. Highest sparsity within {cfg.tolerance:g} point of dense", ""]
     if not d.curves:
-        return lines + missing("accuracy vs sparsity", "python -m bench report --seeds 3")
+        return lines + missing("accuracy vs sparsity", "python -m report --seeds 3")
     body = []
     for fw, method in sorted(d.curves, key=method_order):
         pts = d.curves[(fw, method)]
@@ -85,7 +85,7 @@ def q3(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
     lines = ["## Q3. Do weight and unit pruning differ, and why?", ""]
     fws = sorted({fw for fw, m in d.curves if m == "weight"} & {fw for fw, m in d.curves if m == "unit"})
     if not fws:
-        return lines + missing("accuracy of both weight and unit pruning", "python -m bench report --seeds 3")
+        return lines + missing("accuracy of both weight and unit pruning", "python -m report --seeds 3")
     for fw in fws:
         gaps = analysis.gap_at(d.curves, fw, "weight", "unit")
         st = d.structure.get(fw, {})

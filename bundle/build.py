@@ -22,7 +22,7 @@ from string import Template
 
 import numpy as np
 
-from pipeline.cli import ArgumentParser
+from export.runtimes import RUNTIMES, Runtime
 from pipeline.errors import PrunedgeError, fail
 from pipeline.fileio import atomic_path, sha256_bytes, sha256_file, staging_dir, write_json, write_text
 
@@ -38,23 +38,8 @@ DENSE_DIRS = ("dense", "weight", "unit")  # where an export tree keeps the torch
 ACCURACY_TOLERANCE_POINTS = 1.0  # default choice: fastest artifact within 1 point of dense accuracy
 
 
-@dataclass(frozen=True, kw_only=True)
-class BundleFormat:
-    suffix: str
-    package: str           # the one pip package besides numpy
-    module: str            # what predict.py imports
-    runtime: str           # export manifest's runtime name
-    bench_runtimes: tuple  # bench results' runtime names for this format
-    default_delegate: str | None
-
-
-FORMATS = {
-    "onnx": BundleFormat(suffix=".onnx", package="onnxruntime", module="onnxruntime", runtime="onnxruntime",
-                         bench_runtimes=("onnxruntime",), default_delegate=None),
-    "tflite": BundleFormat(suffix=".tflite", package="ai-edge-litert", module="ai_edge_litert", runtime="litert",
-                           bench_runtimes=("litert-xnnpack", "litert-builtin"), default_delegate="xnnpack"),
-}
-BENCH_RUNTIME_DELEGATE = {"litert-xnnpack": "xnnpack", "litert-builtin": "none"}
+# file format -> (file name ending, the runtime a bundle uses when nothing recorded says otherwise)
+FORMATS = {"onnx": (".onnx", "onnxruntime"), "tflite": (".tflite", "litert-xnnpack")}
 INPUT_SCALING = "float32 pixels = uint8 / 255, in [0, 1]; 28x28 image flattened row-major to 784"
 
 
@@ -66,9 +51,22 @@ def _export_names() -> dict[tuple[str, str], str]:
     return {(f.format, f.variant): f.suffix for f in EXPORTS.values()}
 
 
+def _suffix(fmt: str) -> str:
+    return FORMATS[fmt][0]
+
+
+def bundle_runtime(name: str | None, fmt: str) -> Runtime:
+    """The runtime row a bundle of format `fmt` ships with: the recorded one, else the format's default."""
+    row = RUNTIMES.get(name or FORMATS[fmt][1])
+    if row is None or fmt not in row.formats or row.runner is None:
+        raise fail("--runtime", f"{name!r} cannot run a {fmt} bundle (choose from "
+                                f"{', '.join(r.name for r in RUNTIMES.values() if fmt in r.formats and r.runner)})")
+    return row
+
+
 def model_file_name(fmt: str, variant: str) -> str:
     """The export table's name; else the layout's rule: model.<ext> for fp32, model.<variant>.<ext>."""
-    suffix = FORMATS[fmt].suffix
+    suffix = _suffix(fmt)
     return _export_names().get((fmt, variant)) or (f"model{suffix}" if variant == "fp32" else f"model.{variant}{suffix}")
 
 
@@ -76,7 +74,7 @@ def variant_of(path: Path, fmt: str) -> str:
     for (f, variant), name in _export_names().items():
         if f == fmt and name == path.name:
             return variant
-    parts = path.name[: -len(FORMATS[fmt].suffix)].split(".", 1)
+    parts = path.name[: -len(_suffix(fmt))].split(".", 1)
     return parts[1] if len(parts) == 2 else "fp32"
 
 
@@ -85,13 +83,13 @@ def resolve_model_file(model: Path, fmt: str, variant: str | None) -> Path:
     if model.is_dir():
         path = model / model_file_name(fmt, variant or "fp32")
         if not path.is_file():
-            found = sorted(p.name for p in model.glob(f"*{FORMATS[fmt].suffix}"))
+            found = sorted(p.name for p in model.glob(f"*{_suffix(fmt)}"))
             raise fail(path, f"model file not found (this directory has: {', '.join(found) or 'no ' + fmt + ' files'})")
         return path
     if not model.is_file():
         raise fail(model, "model file or directory not found")
-    if not model.name.endswith(FORMATS[fmt].suffix):
-        raise fail(model, f"not a {fmt} file (expected a name ending in {FORMATS[fmt].suffix}); check --format")
+    if not model.name.endswith(_suffix(fmt)):
+        raise fail(model, f"not a {fmt} file (expected a name ending in {_suffix(fmt)}); check --format")
     if variant and variant_of(model, fmt) != variant:
         raise fail(model, f"file is variant {variant_of(model, fmt)!r}, not {variant!r}")
     return model
@@ -122,7 +120,7 @@ def choose_default(fmt: str, *, export_root: Path = EXPORT_ROOT, bench_root: Pat
     """
     rows = [r for r in read_bench_rows(bench_root)
             if r.get("source", "host") == "host" and r.get("format") == fmt and r.get("status") == "ok"
-            and r.get("runtime") in FORMATS[fmt].bench_runtimes and r.get("batch") == "1"
+            and fmt in getattr(RUNTIMES.get(r.get("runtime")), "formats", ()) and r.get("batch") == "1"
             and r.get("threads") == "1" and _num(r.get("p50_us")) is not None and _num(r.get("accuracy")) is not None]
     dense = {}
     for r in rows:
@@ -263,9 +261,9 @@ def _machine(bench_root: Path) -> dict:
 
 # ---------------------------------------------------------------- writing
 
-def requirements(fmt: str) -> str:
+def requirements(row: Runtime) -> str:
     """numpy + the one runtime, pinned to the versions this bundle was checked with here."""
-    pkgs = ("numpy", FORMATS[fmt].package)
+    pkgs = ("numpy", row.package)
     return "".join(f"{p}=={importlib.metadata.version(p)}\n" for p in pkgs)
 
 
@@ -283,7 +281,7 @@ def _readme(manifest: dict) -> str:
         runtime=model["runtime"], delegate_note=f", delegate {model['delegate']}" if model.get("delegate") else "",
         framework=prov.get("framework", "?"), method=prov.get("method", "?"), sparsity=prov.get("sparsity", "?"),
         accuracy=f"{acc:.4f} on the 10k test set" if isinstance(acc, float) else "not measured",
-        package=FORMATS[model["format"]].package,
+        package=RUNTIMES[model["runtime"]].package,
         classes=", ".join(f"{i} {c}" for i, c in enumerate(manifest["output"]["classes"])))
 
 
@@ -314,12 +312,13 @@ def write_tar_gz(src_dir: Path, out: Path, arcroot: str) -> Path:
 
 
 def make_bundle(model_dir_or_file, *, fmt: str = "onnx", variant: str | None = None,
-                out_root: Path = BUNDLE_ROOT, name: str | None = None, delegate: str | None = None,
+                out_root: Path = BUNDLE_ROOT, name: str | None = None, runtime: str | None = None,
                 export_root: Path = EXPORT_ROOT, bench_root: Path = BENCH_ROOT) -> Path:
     """Write `<out_root>/<name>/` and `<out_root>/<name>.tar.gz`; return the bundle directory.
 
     `model_dir_or_file`: an export k-dir (file picked by fmt/variant) or the model file itself;
-    None picks the default (see choose_default). `delegate` overrides the recorded one (tflite).
+    None picks the default (see choose_default). `runtime` overrides the one the file was verified
+    and shipped with (an export.runtimes name, e.g. litert-builtin).
     """
     if fmt not in FORMATS:
         raise fail("--format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -330,11 +329,8 @@ def make_bundle(model_dir_or_file, *, fmt: str = "onnx", variant: str | None = N
     artifact, entry = export_entry(model_path, export_root)
     check_entry(model_path, entry)
     variant = variant or entry.get("variant") or variant_of(model_path, fmt)
-    if delegate is None:
-        delegate = entry.get("delegate") if "delegate" in entry else BENCH_RUNTIME_DELEGATE.get(
-            bench_runtime, FORMATS[fmt].default_delegate)
-    if fmt == "onnx" and delegate not in (None, "none"):
-        raise fail("--delegate", f"onnx bundles run on the CPU execution provider; {delegate!r} does not apply")
+    row = bundle_runtime(runtime or entry.get("runtime") or bench_runtime, fmt)
+    delegate = row.delegate
     meta, reference = provenance(model_path)
     name = name or default_name(meta, model_path, fmt, variant)
     if not name or "/" in name or name.startswith("."):
@@ -342,14 +338,14 @@ def make_bundle(model_dir_or_file, *, fmt: str = "onnx", variant: str | None = N
 
     pred = _load_template_predict()
     try:
-        runner = pred.RUNNERS[fmt](model_path, None, delegate)
+        runner = pred.RUNNERS[row.runner](model_path, None, delegate)
         io_spec = runner.io_spec()
         measured = host_measurements(runner, pred, reference, entry)
         selftest_x, selftest = selftest_data(runner, pred, variant)
     except pred.BundleError as e:
         raise fail(model_path, str(e)) from None
     except Exception as e:  # the runtime rejected the file
-        raise fail(model_path, f"{FORMATS[fmt].package} could not run it ({type(e).__name__}: {e})") from None
+        raise fail(model_path, f"{row.package} could not run it ({type(e).__name__}: {e})") from None
 
     from pipeline.data import CLASS_NAMES
     bench_rows = read_bench_rows(bench_root)
@@ -361,20 +357,21 @@ def make_bundle(model_dir_or_file, *, fmt: str = "onnx", variant: str | None = N
         shutil.copyfile(model_path, staging / model_path.name)
         for f in ("predict.py", "bench_device.py"):
             shutil.copyfile(TEMPLATE_DIR / f, staging / f)
-        write_text(staging / "requirements.txt", requirements(fmt))
+        write_text(staging / "requirements.txt", requirements(row))
         buf = io.BytesIO()
         np.save(buf, selftest_x, allow_pickle=False)
         (staging / "selftest.npy").write_bytes(buf.getvalue())
         manifest = {
             "schema": SCHEMA, "name": name,
-            "model": {"file": model_path.name, "format": fmt, "variant": variant, "runtime": FORMATS[fmt].runtime,
-                      "delegate": delegate, "artifact": artifact, "sha256": sha256_file(model_path)},
+            "model": {"file": model_path.name, "format": fmt, "variant": variant, "runtime": row.name,
+                      "runner": row.runner, "delegate": delegate, "artifact": artifact,
+                      "sha256": sha256_file(model_path)},
             "provenance": meta,
             "input": {**io_spec["input"], "features": 784, "image_shape": [28, 28], "scaling": INPUT_SCALING,
                       "accepts": ".npy [n,784] or [n,28,28] uint8 0-255 or float 0-1; IDX images (.gz or raw)"},
             "output": {**io_spec["output"], "kind": "logits", "classes": list(CLASS_NAMES)},
             "measured": measured,
-            "requirements": requirements(fmt).split(),
+            "requirements": requirements(row).split(),
             "selftest": selftest,
             "files": {},
         }
@@ -396,34 +393,3 @@ def make_bundle(model_dir_or_file, *, fmt: str = "onnx", variant: str | None = N
     for p in (tar, digest):
         p.chmod(0o644)
     return bundle_dir
-
-
-# ---------------------------------------------------------------- CLI
-
-def main(argv=None) -> int:
-    p = ArgumentParser(prog="python -m export bundle", description=__doc__.split("\n\n")[0],
-                                epilog="Without --model: the fastest artifact (batch 1, 1 thread) within 1 point of "
-                                       "dense accuracy in artifacts/bench/results.csv, else torch/dense/k00.")
-    p.add_argument("--model", type=Path, help="export k-dir (e.g. artifacts/export/torch/unit/k90) or model file")
-    p.add_argument("--format", dest="fmt", choices=sorted(FORMATS), default="onnx", help="default: onnx")
-    p.add_argument("--variant", help="fp32 (default), fp16, int8-dynamic, ... (picks model.<variant>.<ext>)")
-    p.add_argument("--delegate", choices=["xnnpack", "none"], help="override the recorded LiteRT delegate")
-    p.add_argument("--name", help="bundle name (default: <framework>-<method>-kNN-<variant>-<format>)")
-    p.add_argument("--out-root", type=Path, default=BUNDLE_ROOT, help=f"default: {BUNDLE_ROOT}")
-    p.add_argument("--export-root", type=Path, default=EXPORT_ROOT, help=f"default: {EXPORT_ROOT}")
-    p.add_argument("--bench-root", type=Path, default=BENCH_ROOT, help=f"default: {BENCH_ROOT}")
-    args = p.parse_args(argv)
-    try:
-        bundle = make_bundle(args.model, fmt=args.fmt, variant=args.variant, out_root=args.out_root,
-                             name=args.name, delegate=args.delegate, export_root=args.export_root,
-                             bench_root=args.bench_root)
-    except PrunedgeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(bundle)
-    print(bundle.parent / f"{bundle.name}.tar.gz")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -5,9 +5,9 @@ full test set, seed 0), so the section covers every method `make export` produce
 not only the two the multi-seed sweep repeats."""
 from __future__ import annotations
 
-from bench import analysis
-from bench.report_format import image
-from bench.report_inputs import as_percent, manifest_accuracy
+from report import analysis
+from report.markdown import image
+from report.inputs import as_percent, manifest_accuracy
 from pipeline.methods import TUNINGS, base_name as base_method
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench import analysis
+from report import analysis
 from pipeline.fileio import atomic_path
 from pipeline.methods import base_name as base_method
 

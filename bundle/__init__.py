@@ -1,0 +1,1 @@
+"""Deploy bundles: one exported file, its manifest and the self-checking scripts of bundle_template/."""
