@@ -32,11 +32,11 @@ def fine_tune(model: Model, dataset: Dataset, *, framework: str, seed: int, epoc
     training); meta method gets "-ft"."""
     module = framework_module(framework)
     start = model.densified()
-    config = TrainConfig(hidden=tuple(start.widths[1:-1]), activation=start.layers[0].activation,
-                         epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule)
+    config = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, schedule=schedule)  # the net is `start`
     trained, curves = module.fit(dataset, config=config, seed=seed, init=start, masked=True,
                                  progress=progress)
-    layers = [_keep_pattern(before, after) for before, after in zip(start.layers, trained.layers)]
+    layers = [_keep_pattern(before, after) if hasattr(before, "weight") else after
+              for before, after in zip(start.layers, trained.layers)]
     meta = {**model.meta, "method": model.meta.get("method", "dense") + FT_SUFFIX,
             "finetune": {"framework": framework, "seed": seed, "epochs": epochs, "lr": lr, "schedule": schedule,
                          "batch_size": batch_size, "val_acc": curves["val_acc"]}}
