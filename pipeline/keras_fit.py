@@ -47,9 +47,10 @@ def _masks(net, masked: bool) -> list:
     fixed = {}
     if masked:
         for layer in net.layers:
-            if isinstance(layer, (keras.layers.Dense, keras.layers.Conv2D)):
+            convs = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D)
+            if isinstance(layer, (keras.layers.Dense, *convs)):
                 fixed[id(layer.kernel)] = True
-                if isinstance(layer, keras.layers.Conv2D) and layer.use_bias and (layer.bias.numpy() == 0).any():
+                if isinstance(layer, convs) and layer.use_bias and (layer.bias.numpy() == 0).any():
                     fixed[id(layer.bias)] = True
     return [tf.constant((v.numpy() != 0).astype(np.float32)) if id(v) in fixed else None
             for v in net.trainable_variables]
