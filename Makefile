@@ -11,6 +11,7 @@ export PRUNEDGE_DATA := $(DATA_DIR)
 MODEL ?=
 DATA ?=
 ARCH ?=
+NET ?=
 FORMAT ?=
 SEEDS ?=
 DEVICE_RESULTS ?=
@@ -44,13 +45,13 @@ data:
 	fi
 
 train: setup data
-	$(PY) -m pipeline train $(if $(SEEDS),--seeds $(SEEDS))
+	$(PY) -m pipeline train $(if $(NET),--net $(NET)) $(if $(SEEDS),--seeds $(SEEDS))
 
 prune: train
-	$(PY) -m pipeline prune $(if $(SEEDS),--seeds $(SEEDS))
+	$(PY) -m pipeline prune $(if $(NET),--net $(NET)) $(if $(SEEDS),--seeds $(SEEDS))
 
 export: setup $(if $(MODEL),,data)
-	$(PY) -m export run $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA)) $(if $(ARCH),--arch '$(ARCH)')
+	$(PY) -m export run $(if $(NET),--net $(NET)) $(if $(MODEL),--model $(MODEL)) $(if $(DATA),--data $(DATA)) $(if $(ARCH),--arch '$(ARCH)')
 
 bench: setup
 	$(PY) -m bench run $(if $(QUICK),--quick) $(BENCH_ARGS)

@@ -70,15 +70,17 @@ def sources(args) -> dict[str, Path]:
     if args.model:
         name = args.name or Path(args.model).stem
         return {name: import_source(args.model, Path(args.root), name=name, arch=args.arch)}
-    from pipeline.stages import train_stage
-    config = None
+    from dataclasses import replace
+
+    from pipeline.stages import model_name, train_stage
+    from pipeline.train import default_config
+    config = default_config(args.net)
     if args.epochs is not None:
-        from pipeline.train import TrainConfig
-        config = TrainConfig(epochs=args.epochs)
+        config = replace(config, epochs=cli.positive_int("--epochs", args.epochs))
     out = {}
     for framework in tqdm(cli.parse_frameworks(args.frameworks), desc="train", unit="framework"):
-        out[framework] = train_stage(framework, seed=args.seed, data_dir=args.data_dir, config=config,
-                                     root=Path(args.root))
+        out[model_name(framework, args.net)] = train_stage(framework, seed=args.seed, data_dir=args.data_dir,
+                                                           config=config, root=Path(args.root))
     return out
 
 
@@ -86,7 +88,10 @@ def import_source(model_path, root: Path, *, name: str, arch: str | None = None)
     """Describe a foreign network (pipeline.importers) and store it where prune_stage can read it."""
     from pipeline.importers import import_model
     from pipeline.model_io import save
-    if name in FRAMEWORKS or name in (".", "..") or not name or "/" in name:  # one plain folder name
+    from pipeline.stages import model_name
+    from pipeline.train import NETS
+    reserved = {model_name(f, net) for f in FRAMEWORKS for net in NETS} | {"import", "manifest.json"}
+    if name in reserved or name in (".", "..") or not name or "/" in name or name.startswith("."):
         raise fail("--name", f"{name!r} cannot name an imported model (pick another with --name)")
     model = import_model(model_path, arch=arch)
     model = model.with_layers(model.layers, framework="imported", name=name)
@@ -184,6 +189,9 @@ def cmd_run(args) -> int:
     if args.arch and not args.model:
         raise fail("--arch", "only used with --model (a PyTorch state_dict's architecture)")
     trained = sources(args)
+    if methods is None:  # the defaults of the network kind that was trained or imported
+        from pipeline.model_io import load
+        methods = list(defaults("mlp" if load(next(iter(trained.values()))).is_mlp else "cnn"))
     data = eval_data(args, next(iter(trained.values())) if args.model else None)
     kdirs = []
     for framework, npz in trained.items():
@@ -302,10 +310,10 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     evaluation(p)
     p.add_argument("--frameworks", default="all", help="torch, tf, or all (default)")
-    p.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                   help=f"pruning methods (default {','.join(DEFAULT_METHODS)}; "
-                        "'-ft' = pruned once then fine-tuned with the mask fixed, '-gp' = gradual, each level "
-                        "pruned from the previous one and fine-tuned; also block-l1, nm, balanced)")
+    cli.add_methods(p, None, extra=f"; default for --net mlp: {','.join(DEFAULT_METHODS)}, for --net cnn: "
+                                   f"{','.join(defaults('cnn'))}")
+    p.add_argument("--net", default="mlp", choices=("mlp", "cnn"),
+                   help="the built-in network to train: the challenge MLP (default) or the CNN")
     p.add_argument("--levels", default=None, help="sparsity percents (default 0,25,50,60,70,80,90,95,97,99)")
     p.add_argument("--remeasure", action="store_true",
                    help="time every layer again for the auto formats (default: reuse export/layer_timings.json)")

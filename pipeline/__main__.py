@@ -16,8 +16,8 @@ def _seeds(args) -> list[int]:
 
 def _train_config(args):
     from dataclasses import replace
-    from pipeline.train import TrainConfig
-    config = TrainConfig()
+    from pipeline.train import default_config
+    config = default_config(args.net)
     if args.epochs is not None:
         config = replace(config, epochs=cli.positive_int("--epochs", args.epochs))
     return config
@@ -35,19 +35,19 @@ def cmd_train(args) -> int:
 
 def cmd_prune(args) -> int:
     from pipeline.data import load_fashion_mnist
-    from pipeline.stages import prune_stage, train_dir
+    from pipeline.stages import model_name, prune_stage, train_dir
     methods = cli.parse_methods(args.methods)
     levels = cli.parse_levels(args.levels)
     for framework in cli.parse_frameworks(args.frameworks):
         for seed in _seeds(args):
-            trained = train_dir(framework, seed, args.root) / "model.npz"
+            trained = train_dir(framework, seed, args.root, args.net) / "model.npz"
             if not trained.is_file():
                 raise fail(trained, "trained model not found (run `make train` first)")
             out_root = args.root / "export" if seed == 0 else args.root / "seeds" / f"s{seed}"
-            paths = prune_stage(trained, framework=framework, methods=methods, levels=levels,
+            paths = prune_stage(trained, framework=model_name(framework, args.net), methods=methods, levels=levels,
                                 out_root=out_root, include_output=args.include_output,
                                 dataset=lambda: load_fashion_mnist(args.data_dir))
-            print(f"{framework} seed {seed}: {len(paths)} pruned models under {out_root / framework}")
+            print(f"{framework} seed {seed}: {len(paths)} pruned models under {out_root / model_name(framework, args.net)}")
     return 0
 
 
@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--seeds", type=int, default=1, help="number of seeds, seed..seed+N-1 (default 1)")
         cli.add_root(p)
         cli.add_data_dir(p)
+        p.add_argument("--net", default="mlp", choices=("mlp", "cnn"),
+                       help="the built-in network: the challenge MLP (default) or the CNN")
 
     p = sub.add_parser("train", help="train the network in PyTorch and/or TensorFlow")
     common(p)

@@ -96,7 +96,7 @@ def _group(model: Model, shapes, space, root, members, producers, touches_input:
         foldable &= isinstance(layer, Dense) or not any(layer.pads)
     for i in carriers:
         c = model.layers[i]
-        foldable &= isinstance(c, (GlobalAvgPool, Pool2D)) and (c.op == "max" or not any(c.pads))
+        foldable &= isinstance(c, GlobalAvgPool) or (isinstance(c, Pool2D) and (c.op == "max" or not any(c.pads)))
     last = len(model.layers) - 1
     zero_ok = all(getattr(model.layers[i], "activation", "identity") in ZERO_AT_ZERO for i in producers + carriers)
     prunable = last not in members and not touches_input and bool(readers) and (foldable or zero_ok)

@@ -19,6 +19,9 @@ from pipeline.layers import (ACTIVATIONS, KINDS, LEAKY_RELU_ALPHA, WEIGHTED, Add
                              Conv2D, Dense, DepthwiseConv2D, Flatten, GlobalAvgPool, Layer, Pool2D)
 
 
+IMAGE_CHUNK = 64  # images per forward pass of an image model
+
+
 @dataclass(frozen=True)
 class Model:
     layers: tuple
@@ -81,8 +84,14 @@ class Model:
         return out
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Logits (or final activations) for a float32 batch [n, *input_shape] (or flat [n, input_dim])."""
+        """Logits (or final activations) for a float32 batch [n, *input_shape] (or flat [n, input_dim]).
+        Image batches run in chunks of IMAGE_CHUNK so activations stay small (cache, and a Pi's memory)."""
         x = check_input(x, self.input_shape)
+        if len(self.input_shape) == 3 and len(x) > IMAGE_CHUNK:
+            return np.concatenate([self._forward(x[i:i + IMAGE_CHUNK]) for i in range(0, len(x), IMAGE_CHUNK)])
+        return self._forward(x)
+
+    def _forward(self, x: np.ndarray) -> np.ndarray:
         last_use = {}
         for i in range(len(self.layers)):
             for j in self.sources(i):

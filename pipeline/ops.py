@@ -38,8 +38,19 @@ def _chunks(n: int, per_sample_bytes: int):
     return [(i, min(i + step, n)) for i in range(0, n, step)]
 
 
+def _pointwise(x: np.ndarray, matrix, bias: np.ndarray, stride) -> np.ndarray:
+    """1x1 convolution without padding: one matrix product over every pixel (no window copies)."""
+    x = x[:, ::stride[0], ::stride[1]] if stride != (1, 1) else x
+    n, h, w, c = x.shape
+    flat = np.ascontiguousarray(x).reshape(-1, c)
+    y = np.asarray((matrix @ flat.T).T, dtype=np.float32) if sp.issparse(matrix) else flat @ matrix.T
+    return (y + bias).reshape(n, h, w, -1)
+
+
 def conv2d(x: np.ndarray, matrix, bias: np.ndarray, kernel, stride, pads) -> np.ndarray:
     """Convolution of [n, h, w, in] with `matrix` [out, in*kh*kw] (ndarray or CSR) plus bias."""
+    if tuple(kernel) == (1, 1) and not any(pads):
+        return _pointwise(x, matrix, bias, tuple(stride))
     n, h, w, c = x.shape
     kh, kw = kernel
     oh = out_size(h, kh, stride[0], pads[0], pads[1])
@@ -62,11 +73,14 @@ def depthwise_conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride
     n, hp, wp, c = xp.shape
     sh, sw = stride
     oh, ow = (hp - kh) // sh + 1, (wp - kw) // sw + 1
-    out = np.zeros((n, oh, ow, c), dtype=np.float32)
+    out = np.empty((n, oh, ow, c), dtype=np.float32)
+    out[...] = bias
+    tap = np.empty_like(out)
     for a in range(kh):
         for b in range(kw):
-            out += xp[:, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw, :] * weight[:, 0, a, b]
-    return out + bias
+            np.multiply(xp[:, a:a + sh * (oh - 1) + 1:sh, b:b + sw * (ow - 1) + 1:sw, :], weight[:, 0, a, b], out=tap)
+            out += tap
+    return out
 
 
 def max_pool(x: np.ndarray, size, stride, pads) -> np.ndarray:

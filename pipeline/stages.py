@@ -57,8 +57,13 @@ def level_dir(root: Path, framework: str, method: str, sparsity: float) -> Path:
     return Path(root) / framework / method / level_name(sparsity)
 
 
-def train_dir(framework: str, seed: int, root: Path = ARTIFACTS) -> Path:
-    return Path(root) / "train" / framework / f"s{seed}"
+def model_name(framework: str, net: str = "mlp") -> str:
+    """The folder a built-in model's runs live in: `torch`/`tf` for the MLP, `cnn-torch`/`cnn-tf` for the CNN."""
+    return framework if net == "mlp" else f"{net}-{framework}"
+
+
+def train_dir(framework: str, seed: int, root: Path = ARTIFACTS, net: str = "mlp") -> Path:
+    return Path(root) / "train" / model_name(framework, net) / f"s{seed}"
 
 
 def train_stage(framework: str, *, seed: int = 0, data_dir=None, config=None,
@@ -67,7 +72,7 @@ def train_stage(framework: str, *, seed: int = 0, data_dir=None, config=None,
     from pipeline import data, train
 
     config = config or train.TrainConfig()
-    out = train_dir(framework, seed, root)
+    out = train_dir(framework, seed, root, config.net)
     directory = data.data_dir(data_dir)
     key = {"stage": "train", "framework": framework, "seed": seed, "config": asdict(config),
            "data_sha256": data.files_sha256(directory) if directory.is_dir() else None}
@@ -111,7 +116,8 @@ def prune_stage(trained_npz: Path, *, framework: str, methods=("weight", "unit")
     trained_npz = Path(trained_npz)
     base = model_io.load(trained_npz)
     trained_sha = sha256_file(trained_npz)
-    ft_framework = framework if framework in ("torch", "tf") else "torch"
+    trained_in = base.meta.get("framework")
+    ft_framework = trained_in if trained_in in ("torch", "tf") else "torch"  # imported models: torch
     loaded = {}
 
     def data():

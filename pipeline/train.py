@@ -42,6 +42,7 @@ PER_STEP = {"cosine-step"}
 
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
+    net: str = "mlp"  # a pipeline.nets network: "mlp" (hidden/activation below) or "cnn" (nets.CnnSpec)
     hidden: tuple[int, ...] = (1000, 1000, 500, 200)  # the network under study: 784-1000-1000-500-200-10
     activation: str = "relu"  # hidden layers; the output layer is always identity (logits)
     epochs: int = 12  # measured with cosine decay: 89.7% (torch) / 89.9% (tf) test, val flat from epoch 9
@@ -54,6 +55,8 @@ class TrainConfig:
 
     def __post_init__(self):
         object.__setattr__(self, "hidden", tuple(self.hidden))
+        if self.net not in NETS:
+            raise fail("net", f"unknown network {self.net!r} (choose from {', '.join(NETS)})")
         if not all(isinstance(h, int) and h >= 1 for h in self.hidden):
             raise fail("hidden", f"layer widths must be positive integers, got {list(self.hidden)}")
         if self.activation not in ACTIVATIONS:
@@ -82,6 +85,16 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "hidden": list(self.hidden)}
+
+
+NETS = ("mlp", "cnn")
+
+
+def default_config(net: str = "mlp") -> TrainConfig:
+    """The recipe each built-in network is trained with (see TrainConfig's field comments and CNN_RECIPE)."""
+    if net not in NETS:
+        raise fail("--net", f"unknown network {net!r} (choose from {', '.join(NETS)})")
+    return TrainConfig() if net == "mlp" else CNN_RECIPE
 
 
 def framework_module(framework: str):
@@ -172,9 +185,16 @@ def train_and_save(framework: str, *, dataset: Dataset, seed: int, out_dir: str 
         raise fail("seed", f"must be a non-negative integer, got {seed!r}")
     out_dir = Path(out_dir)
     start = time.perf_counter()
-    trained, curves = module.fit(dataset, config=config, seed=seed, progress=progress)
+    init = None
+    if config.net == "cnn":  # one definition, the same initial weights in both frameworks
+        from pipeline.nets import cnn
+        init = cnn(seed)
+    trained, curves = module.fit(dataset, config=config, seed=seed, init=init, progress=progress)
     wall = time.perf_counter() - start
-    model = trained.with_layers(trained.layers, framework=framework, seed=seed, method="dense",
+    if config.net == "cnn":
+        from pipeline.fold import fold_batchnorm
+        trained = fold_batchnorm(trained)
+    model = trained.with_layers(trained.layers, framework=framework, seed=seed, method="dense", net=config.net,
                                 sparsity=0.0, data_sha256=dataset.sha256, physical="dense",
                                 train=config.to_dict())
     save(model, out_dir / "model.npz")
@@ -188,3 +208,8 @@ def train_and_save(framework: str, *, dataset: Dataset, seed: int, out_dir: str 
         "data_sha256": dataset.sha256, "versions": module.versions(),
     })
     return model
+
+
+# The built-in CNN's recipe (pipeline.nets.cnn): measured in both frameworks, see the comments.
+CNN_RECIPE = TrainConfig(net="cnn", epochs=8, batch_size=128, lr=2e-3, schedule="cosine", weight_decay=0.0,
+                         augment="none")
