@@ -1,35 +1,336 @@
 #!/usr/bin/env python3
-"""Classify Fashion-MNIST images with the model in this bundle.
+"""Classify images with the model in this bundle.
 
-Checks every file against manifest.json (sha256 + size) before loading anything and
-refuses to run on a mismatch. Imports only numpy, the bundle's one runtime and the
-standard library, so it runs on a bare device with `pip install -r requirements.txt`.
+Checks manifest.json against its schema, then every file against it (sha256 + size), before
+loading anything, and refuses to run on any mismatch. Imports only numpy, the bundle's one
+runtime and the standard library, so it runs on a bare device after
+`pip install -r requirements.txt`.
 
-Input: .npy arrays [n, 784] or [n, 28, 28] (uint8 0-255 or float 0-1), or IDX image
-files (raw or .gz). Bad input -> one line `error: ...` on stderr, exit status 2.
+Input: .npy arrays or IDX image files (raw or .gz) in a shape manifest.json `input.accepts`
+lists (e.g. [n, 28, 28], [n, 28, 28, 1] or [n, 784]), uint8 0-255 or float 0-1.
+Bad input or a changed bundle -> one line `error: ...` on stderr, exit status 2.
 """
 from __future__ import annotations
 
 import argparse
 import gzip
 import hashlib
+import io
 import json
+import math
 import os
+import re
 import struct
 import sys
 import tempfile
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+SCHEMA = "prunedge-bundle/2"
 IDX_IMAGE_MAGIC, IDX_LABEL_MAGIC = 2051, 2049
 DEFAULT_CHUNK = 256  # images per runtime call: bounds memory on small devices
+MAX_MANIFEST_BYTES = 16 << 20  # a real manifest is a few kB; refuse to parse a huge one
+MAX_CLASSES = 100_000
+MAX_THREADS = 1024
+NAME_MAX = 255  # longest file name Linux file systems allow
 
 
 class BundleError(Exception):
     """A user-facing problem: printed as one line, exit status 2."""
+
+
+def _show(value) -> str:
+    """A manifest value for an error message: repr (escapes newlines), cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------- manifest schema
+
+def _at(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+class Spec:
+    """One manifest field's type and limits: check(value, where) returns it or raises BundleError."""
+    what = "valid"
+
+    def ok(self, value) -> bool:
+        raise NotImplementedError
+
+    def check(self, value, where: str):
+        if not self.ok(value):
+            raise BundleError(f"{where} must be {self.what}, got {_show(value)}")
+        return value
+
+
+class Int(Spec):
+    def __init__(self, lo: int, hi: int):
+        self.lo, self.hi, self.what = lo, hi, f"an integer in [{lo}, {hi}]"
+
+    def ok(self, v):
+        return isinstance(v, int) and not isinstance(v, bool) and self.lo <= v <= self.hi
+
+
+class Num(Spec):
+    def __init__(self, lo: float = -1e30, hi: float = 1e30):
+        self.lo, self.hi, self.what = lo, hi, f"a finite number in [{lo:g}, {hi:g}]"
+
+    def ok(self, v):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return False
+        return (math.isfinite(v) if isinstance(v, float) else True) and self.lo <= v <= self.hi
+
+
+class Str(Spec):
+    """Printable text (no newlines, control characters or lone surrogates); optionally one of `choices`."""
+
+    def __init__(self, max_len: int = 200, choices: tuple | None = None, pattern: str | None = None):
+        self.max_len, self.choices, self.pattern = max_len, choices, pattern
+        self.what = (f"one of {', '.join(map(repr, choices))}" if choices else
+                     f"text matching {pattern}" if pattern else f"printable text of 1-{max_len} characters")
+
+    def ok(self, v):
+        if not isinstance(v, str) or not 0 < len(v) <= self.max_len or not v.isprintable():
+            return False
+        return (self.choices is None or v in self.choices) and (self.pattern is None or re.fullmatch(self.pattern, v))
+
+
+class FileName(Str):
+    """A plain file name directly inside the bundle directory: no '/', '\\', '..' or hidden names."""
+
+    def __init__(self):
+        super().__init__(max_len=NAME_MAX)
+        self.what = "a plain file name inside the bundle (no '/', '..' or leading '.')"
+
+    def ok(self, v):
+        return super().ok(v) and "/" not in v and "\\" not in v and not v.startswith(".") \
+            and len(v.encode("utf-8")) <= NAME_MAX
+
+
+class Choice(Spec):
+    """Exactly one of `values` (None allowed when listed)."""
+
+    def __init__(self, values: tuple):
+        self.values, self.what = values, f"one of {', '.join(map(repr, values))}"
+
+    def ok(self, v):
+        return any(v is c or (isinstance(v, str) and v == c) for c in self.values)
+
+
+class List(Spec):
+    def __init__(self, item: Spec, lo: int, hi: int):
+        self.item, self.lo, self.hi, self.what = item, lo, hi, f"a list of {lo}-{hi} items"
+
+    def check(self, v, where):
+        if not isinstance(v, list) or not self.lo <= len(v) <= self.hi:
+            raise BundleError(f"{where} must be {self.what}, got {_show(v)}")
+        return [self.item.check(x, f"{where}[{i}]") for i, x in enumerate(v)]
+
+
+class Obj(Spec):
+    """A JSON object with `required` and `optional` keys; other keys are kept but never read."""
+
+    def __init__(self, required: dict, optional: dict | None = None, nullable: bool = False):
+        self.required, self.optional, self.nullable = required, optional or {}, nullable
+
+    def check(self, v, where):
+        if v is None and self.nullable:
+            return None
+        if not isinstance(v, dict):
+            raise BundleError(f"{where or 'the manifest'} must be an object, got {_show(v)}")
+        for key, spec in self.required.items():
+            if key not in v:
+                raise BundleError(f"{_at(where, key)} is missing")
+            spec.check(v[key], _at(where, key))
+        for key, spec in self.optional.items():
+            if key in v:
+                spec.check(v[key], _at(where, key))
+        return v
+
+
+class Files(Spec):
+    """The `files` table: plain name -> {sha256, bytes}."""
+    ENTRY = Obj({"sha256": Str(pattern="[0-9a-f]{64}"), "bytes": Int(0, 1 << 40)})
+
+    def check(self, v, where):
+        if not isinstance(v, dict) or not 0 < len(v) <= 64:
+            raise BundleError(f"{where} must be an object of 1-64 files, got {_show(v)}")
+        for name, entry in v.items():
+            FileName().check(name, f"{where} name")
+            self.ENTRY.check(entry, f"{where}[{name!r}]")
+        return v
+
+
+# ---------------------------------------------------------------- runtimes
+
+def one_line(e: Exception) -> str:
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:200]}" if text else type(e).__name__
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    if dtype == np.float32:
+        return x.astype(np.float32, copy=False)
+    scale, zero = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if np.dtype(detail["dtype"]) == np.float32:
+        return y.astype(np.float32, copy=True)  # the interpreter reuses its buffer
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
+
+
+ONNX_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
+               "tensor(uint8)": "uint8", "tensor(int64)": "int64"}
+
+
+class OnnxSession:
+    """onnxruntime, CPU execution provider; fed the verified bytes, never a path."""
+    runtime = "onnxruntime"
+
+    def __init__(self, blobs: list, threads: int | None, delegate: str | None):
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(blobs[0], sess_options=opts, providers=["CPUExecutionProvider"])
+        self.input = self.session.get_inputs()[0]
+        self.output = self.session.get_outputs()[0]
+
+    def io_spec(self) -> dict:
+        def spec(t):
+            return {"name": t.name, "dtype": ONNX_DTYPES.get(t.type, t.type),
+                    "shape": [d if isinstance(d, int) else None for d in t.shape]}
+        return {"input": spec(self.input), "output": spec(self.output)}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.session.run([self.output.name], {self.input.name: x.astype(np.float32, copy=False)})[0]
+
+
+class TfliteSession:
+    """LiteRT interpreter, with the delegate setting the file was verified with."""
+
+    def __init__(self, blobs: list, threads: int | None, delegate: str | None):
+        from ai_edge_litert import interpreter as litert
+        kwargs = {"num_threads": threads} if threads else {}
+        if delegate == "none":  # verified without XNNPACK: keep it that way
+            kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        self.runtime = "litert-builtin" if delegate == "none" else "litert-xnnpack"
+        self.blob = blobs[0]  # the interpreter reads this buffer for its whole life
+        self.interp = litert.Interpreter(model_content=self.blob, **kwargs)
+        self.interp.allocate_tensors()
+        self.input = self.interp.get_input_details()[0]
+        self.output = self.interp.get_output_details()[0]
+        self.batch = None
+
+    def io_spec(self) -> dict:
+        def spec(d):
+            sig = d.get("shape_signature", d["shape"])
+            return {"name": d["name"], "dtype": np.dtype(d["dtype"]).name,
+                    "shape": [int(s) if s >= 0 else None for s in sig]}
+        spec_in = spec(self.input)
+        spec_in["shape"][0] = None  # every file is resized to the batch it is given
+        return {"input": spec_in, "output": spec(self.output)}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.batch != len(x):
+            self.interp.resize_tensor_input(self.input["index"], [len(x), *self.input["shape"][1:]], strict=False)
+            self.interp.allocate_tensors()
+            self.input = self.interp.get_input_details()[0]
+            self.output = self.interp.get_output_details()[0]
+            self.batch = len(x)
+        self.interp.set_tensor(self.input["index"], _quantize(x, self.input))
+        self.interp.invoke()
+        return _dequantize(self.interp.get_tensor(self.output["index"]), self.output)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """How this script runs one kind of model file, and what manifest.json may say about it."""
+    open: Callable  # (blobs: list[bytes], threads, delegate) -> session: io_spec(), __call__(x in its layout)
+    suffixes: tuple  # model.files, in this order, end with these (a .param + .bin pair lists two)
+    layouts: tuple  # input layouts its files use (LAYOUTS keys)
+    delegates: tuple  # manifest model.delegate values it accepts
+
+
+# manifest model.runner -> Runner. A new runtime is one session class and one row here.
+RUNNERS = {
+    "onnx": Runner(OnnxSession, suffixes=(".onnx",), layouts=("features", "nchw"), delegates=(None,)),
+    "tflite": Runner(TfliteSession, suffixes=(".tflite",), layouts=("features", "nhwc"),
+                     delegates=("xnnpack", "none")),
+}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a file takes a batch given channels-last [n, *sample_shape] (the model description's layout)."""
+    feed: Callable  # x [n, *sample_shape] -> what the file takes
+    declared: Callable  # sample_shape -> the file's per-sample input shape
+    ndim: int  # len(sample_shape)
+
+
+LAYOUTS = {
+    "features": Layout(lambda x: x.reshape(len(x), -1), lambda s: [int(np.prod(s))], 1),
+    "nhwc": Layout(lambda x: x, lambda s: list(s), 3),
+    "nchw": Layout(lambda x: np.ascontiguousarray(x.transpose(0, 3, 1, 2)), lambda s: [s[2], s[0], s[1]], 3),
+}
+
+DIM = Int(1, 1 << 16)
+MANIFEST = Obj({
+    "schema": Choice((SCHEMA,)),
+    "name": Str(max_len=NAME_MAX),
+    "model": Obj({"files": List(FileName(), 1, 8), "format": Str(max_len=32), "variant": Str(max_len=64),
+                  "runtime": Str(max_len=64), "runner": Choice(tuple(RUNNERS)),
+                  "delegate": Choice((None, *sorted({d for r in RUNNERS.values() for d in r.delegates} - {None}))),
+                  "artifact": Str(max_len=4096)}),
+    "provenance": Obj({}, {"framework": Str(max_len=64), "method": Str(max_len=64), "sparsity": Num(0, 100)}),
+    "input": Obj({"sample_shape": List(DIM, 1, 3), "layout": Choice(tuple(LAYOUTS)),
+                  "accepts": List(List(DIM, 1, 4), 1, 8)}),
+    "output": Obj({"n_classes": Int(1, MAX_CLASSES), "classes_file": FileName()}),
+    "selftest": Obj({"file": FileName(), "classes": List(Int(0, MAX_CLASSES - 1), 1, 1024),
+                     "logits": List(List(Num(), 1, MAX_CLASSES), 1, 1024), "tolerance": Num(0, 1e30)},
+                    nullable=True),
+    "files": Files(),
+})
+
+
+def check_consistency(m: dict) -> None:
+    """What the field types alone cannot say: every file it names is listed, and fits its runner."""
+    model, inp, runner = m["model"], m["input"], RUNNERS[m["model"]["runner"]]
+    named = [("model.files", n) for n in model["files"]] + [("output.classes_file", m["output"]["classes_file"])]
+    named += [("selftest.file", m["selftest"]["file"])] if m["selftest"] else []
+    for where, name in named:
+        if name not in m["files"]:
+            raise BundleError(f"{where}: {name!r} is not listed in files (no sha256 to check it against)")
+    if len(model["files"]) != len(runner.suffixes) or not all(
+            n.endswith(s) for n, s in zip(model["files"], runner.suffixes)):
+        raise BundleError(f"model.files must be {len(runner.suffixes)} file(s) ending in "
+                          f"{', '.join(runner.suffixes)} for runner {model['runner']!r}, got {_show(model['files'])}")
+    for field, value, allowed in (("delegate", model["delegate"], runner.delegates),
+                                  ("layout", inp["layout"], runner.layouts)):
+        if value not in allowed:
+            raise BundleError(f"{field} {value!r} is not one runner {model['runner']!r} takes ({_show(allowed)})")
+    size = math.prod(inp["sample_shape"])
+    if len(inp["sample_shape"]) != LAYOUTS[inp["layout"]].ndim or any(math.prod(s) != size for s in inp["accepts"]):
+        raise BundleError(f"input: sample_shape {inp['sample_shape']}, layout {inp['layout']!r} and accepts "
+                          f"{_show(inp['accepts'])} do not agree")
+    st, n_classes = m["selftest"], m["output"]["n_classes"]
+    if st and (len(st["logits"]) != len(st["classes"]) or any(len(r) != n_classes for r in st["logits"])
+               or max(st["classes"]) >= n_classes):
+        raise BundleError(f"selftest: classes and logits must describe {len(st['classes'])} images of "
+                          f"{n_classes} classes")
 
 
 # ---------------------------------------------------------------- bundle + integrity
@@ -43,148 +344,137 @@ def sha256_file(path: Path) -> str:
 
 
 def load_manifest(bundle_dir: Path = HERE) -> dict:
-    path = bundle_dir / "manifest.json"
+    """manifest.json, parsed and checked against MANIFEST and check_consistency."""
+    path = Path(bundle_dir) / "manifest.json"
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as f:
+            raw = f.read(MAX_MANIFEST_BYTES + 1)
+        if len(raw) > MAX_MANIFEST_BYTES:
+            raise BundleError(f"{path}: larger than {MAX_MANIFEST_BYTES} bytes; not a prunedge bundle manifest")
+        manifest = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         raise BundleError(f"{path}: manifest not found (is this a prunedge bundle?)") from None
-    except (OSError, ValueError) as e:
-        raise BundleError(f"{path}: unreadable manifest ({e})") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict) \
-            or not isinstance(manifest.get("model"), dict):
-        raise BundleError(f"{path}: not a prunedge bundle manifest")
+    except (OSError, ValueError, RecursionError) as e:  # UnicodeDecodeError is a ValueError
+        raise BundleError(f"{path}: unreadable manifest ({one_line(e)})") from None
+    try:
+        MANIFEST.check(manifest, "")
+        check_consistency(manifest)
+    except BundleError as e:
+        raise BundleError(f"{path}: {e}") from None
     return manifest
 
 
-def verify_files(manifest: dict, bundle_dir: Path = HERE) -> None:
-    """Every listed file must exist with the recorded size and sha256."""
-    model_file = manifest["model"].get("file")
-    if model_file not in manifest["files"]:
-        raise BundleError(f"{bundle_dir / 'manifest.json'}: model file {model_file!r} is not listed")
-    for name, entry in sorted(manifest["files"].items()):
-        path = bundle_dir / name
-        if Path(name).is_absolute() or ".." in Path(name).parts:
-            raise BundleError(f"{bundle_dir / 'manifest.json'}: unsafe file name {name!r}")
-        if not path.is_file():
-            raise BundleError(f"{path}: missing from the bundle; refusing to run")
-        size = path.stat().st_size
-        if size != entry.get("bytes"):
-            raise BundleError(f"{path}: size {size} != {entry.get('bytes')} in manifest.json "
+class Bundle:
+    """A bundle directory whose manifest passed its schema and whose files match their hashes."""
+
+    def __init__(self, directory: Path = HERE, verify: bool = True):
+        self.dir = Path(directory).resolve()
+        self.manifest = load_manifest(self.dir)
+        if verify:
+            self.verify_files()
+
+    def where(self) -> Path:
+        return self.dir / "manifest.json"
+
+    def path(self, name: str) -> Path:
+        """`name` (a schema-checked plain name) in the bundle; a link that leads out of it is refused."""
+        path = self.dir / name
+        try:
+            real = Path(os.path.realpath(path))
+        except (OSError, RuntimeError, ValueError) as e:
+            raise BundleError(f"{path}: cannot resolve ({one_line(e)})") from None
+        if real.parent != self.dir:
+            raise BundleError(f"{path}: a link that leads out of the bundle (to {real}); refusing to run")
+        if not real.is_file():
+            raise BundleError(f"{path}: missing from the bundle (or not a regular file); refusing to run")
+        return real
+
+    def _check(self, path: Path, name: str, size: int, digest: str) -> None:
+        entry = self.manifest["files"][name]
+        if size != entry["bytes"]:
+            raise BundleError(f"{path}: size {size} != {entry['bytes']} in manifest.json "
                               "(file changed or corrupt); refusing to run")
-        if sha256_file(path) != entry.get("sha256"):
-            raise BundleError(f"{path}: sha256 does not match manifest.json "
-                              "(file changed or corrupt); refusing to run")
+        if digest != entry["sha256"]:
+            raise BundleError(f"{path}: sha256 does not match manifest.json (file changed or corrupt); "
+                              "refusing to run")
+
+    def verify_files(self) -> None:
+        """Every listed file exists inside the bundle with the recorded size and sha256."""
+        for name in sorted(self.manifest["files"]):
+            path = self.path(name)
+            try:
+                self._check(path, name, path.stat().st_size, sha256_file(path))
+            except OSError as e:
+                raise BundleError(f"{path}: cannot read ({e.strerror})") from None
+
+    def read(self, name: str) -> bytes:
+        """The bytes of a listed file, checked again as read: what is checked is what is used."""
+        path = self.path(name)
+        try:
+            with open(path, "rb") as f:
+                data = f.read(self.manifest["files"][name]["bytes"] + 1)
+        except OSError as e:
+            raise BundleError(f"{path}: cannot read ({e.strerror})") from None
+        self._check(path, name, len(data), hashlib.sha256(data).hexdigest())
+        return data
+
+    def class_names(self) -> list:
+        """output.classes_file: one printable name per line, exactly output.n_classes of them."""
+        name, n = self.manifest["output"]["classes_file"], self.manifest["output"]["n_classes"]
+        try:
+            names = self.read(name).decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            raise BundleError(f"{self.dir / name}: not UTF-8 text") from None
+        if names and names[-1] == "":
+            names.pop()
+        if len(names) != n or not all(Str().ok(c) for c in names):
+            raise BundleError(f"{self.dir / name}: expected {n} class names, one printable name per line")
+        return names
+
+    def open_model(self, threads: int | None = None) -> "Model":
+        """The model in its runtime, with the delegate setting it was verified with."""
+        m = self.manifest["model"]
+        runner = RUNNERS[m["runner"]]
+        blobs = [self.read(name) for name in m["files"]]
+        where = self.dir / m["files"][0]
+        try:
+            session = runner.open(blobs, threads, m["delegate"])
+        except ImportError as e:
+            raise BundleError(f"{where}: runtime not installed ({e}); run pip install -r requirements.txt") from None
+        except Exception as e:  # the runtime's own load errors: one line, not a traceback
+            raise BundleError(f"{where}: runtime could not load the model ({one_line(e)})") from None
+        return Model(session, self.manifest["input"], self.manifest["output"]["n_classes"], where)
 
 
-# ---------------------------------------------------------------- runtimes
+class Model:
+    """A loaded model: float32 [n, *sample_shape] (channels-last) in, float32 logits [n, classes] out."""
 
-def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    dtype = np.dtype(detail["dtype"])
-    if dtype == np.float32:
-        return x.astype(np.float32, copy=False)
-    scale, zero = detail["quantization"]
-    info = np.iinfo(dtype)
-    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
-
-
-def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
-    if np.dtype(detail["dtype"]) == np.float32:
-        return y.astype(np.float32, copy=False)
-    scale, zero = detail["quantization"]
-    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)
-
-
-ONNX_DTYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int8)": "int8",
-               "tensor(uint8)": "uint8", "tensor(int64)": "int64"}
-
-
-class OnnxRunner:
-    runtime = "onnxruntime"
-
-    def __init__(self, path: Path, threads: int | None, delegate: str | None):
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = threads
-            opts.inter_op_num_threads = 1
-        self.session = ort.InferenceSession(str(path), sess_options=opts,
-                                            providers=["CPUExecutionProvider"])
-        self.input = self.session.get_inputs()[0]
-        self.output = self.session.get_outputs()[0]
-
-    def io_spec(self) -> dict:
-        def spec(t):
-            dtype = ONNX_DTYPES.get(t.type, t.type)
-            return {"name": t.name, "dtype": dtype, "shape": [d if isinstance(d, int) else None for d in t.shape]}
-        return {"input": spec(self.input), "output": spec(self.output)}
+    def __init__(self, session, input_spec: dict, n_classes: int, where):
+        self.session, self.spec, self.n_classes, self.where = session, input_spec, n_classes, where
+        self.layout = LAYOUTS[input_spec["layout"]]
+        self.runtime = getattr(session, "runtime", "")
+        declared = session.io_spec()["input"]["shape"][1:]
+        want = self.layout.declared(input_spec["sample_shape"])
+        if [d for d in declared] != want:
+            raise BundleError(f"{where}: the file takes [n, {', '.join(map(str, declared))}] but manifest.json "
+                              f"input ({input_spec['layout']}, {input_spec['sample_shape']}) gives [n, "
+                              f"{', '.join(map(str, want))}]")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        return self.session.run([self.output.name], {self.input.name: x.astype(np.float32, copy=False)})[0]
+        logits = self.session(self.layout.feed(x))
+        if logits.ndim != 2 or logits.shape != (len(x), self.n_classes):
+            raise BundleError(f"{self.where}: gives outputs of shape {list(logits.shape)}, expected "
+                              f"[{len(x)}, {self.n_classes}] (manifest.json output.n_classes)")
+        return logits
 
 
-class TfliteRunner:
-    def __init__(self, path: Path, threads: int | None, delegate: str | None):
-        from ai_edge_litert import interpreter as litert
-        kwargs = {"num_threads": threads} if threads else {}
-        if delegate == "none":  # verified without XNNPACK: keep it that way
-            kwargs["experimental_op_resolver_type"] = litert.OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-        self.runtime = "litert-builtin" if delegate == "none" else "litert-xnnpack"
-        self.interp = litert.Interpreter(model_path=str(path), **kwargs)
-        self.interp.allocate_tensors()
-        self.input = self.interp.get_input_details()[0]
-        self.output = self.interp.get_output_details()[0]
-        self.batch = None
-
-    def io_spec(self) -> dict:
-        def spec(d):
-            sig = d.get("shape_signature", d["shape"])
-            return {"name": d["name"], "dtype": np.dtype(d["dtype"]).name,
-                    "shape": [int(s) if s >= 0 else None for s in sig]}
-        return {"input": spec(self.input), "output": spec(self.output)}
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        if self.batch != len(x):
-            shape = list(self.input["shape"])
-            shape[0] = len(x)
-            self.interp.resize_tensor_input(self.input["index"], shape, strict=False)
-            self.interp.allocate_tensors()
-            self.input = self.interp.get_input_details()[0]
-            self.output = self.interp.get_output_details()[0]
-            self.batch = len(x)
-        self.interp.set_tensor(self.input["index"], _quantize(x, self.input))
-        self.interp.invoke()
-        return _dequantize(self.interp.get_tensor(self.output["index"]), self.output).copy()
-
-
-RUNNERS = {"onnx": OnnxRunner, "tflite": TfliteRunner}
-
-
-def open_model(manifest: dict, bundle_dir: Path = HERE, threads: int | None = None, verify: bool = True):
-    """Verify the bundle, then load its model in its runtime with the verified delegate setting."""
-    if verify:
-        verify_files(manifest, bundle_dir)
-    model = manifest["model"]
-    runner_cls = RUNNERS.get(model.get("runner", model.get("format")))
-    if runner_cls is None:
-        raise BundleError(f"{bundle_dir / 'manifest.json'}: unknown model runner {model.get('runner')!r}")
-    path = bundle_dir / model["file"]
+def run_batched(model, x: np.ndarray, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
     try:
-        return runner_cls(path, threads, model.get("delegate"))
-    except ImportError as e:
-        raise BundleError(f"{path}: runtime not installed ({e}); run pip install -r requirements.txt") from None
-    except Exception as e:  # the runtime's own load errors: one line, not a traceback
-        raise BundleError(f"{path}: runtime could not load the model ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
-
-
-def run_batched(runner, x: np.ndarray, chunk: int = DEFAULT_CHUNK) -> np.ndarray:
-    try:
-        return np.concatenate([runner(x[i:i + chunk]) for i in range(0, len(x), chunk)])
+        return np.concatenate([model(x[i:i + chunk]) for i in range(0, len(x), chunk)])
     except BundleError:
         raise
     except Exception as e:
-        raise BundleError(f"model: runtime failed ({type(e).__name__}: "
-                          f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise BundleError(f"model: runtime failed ({one_line(e)})") from None
 
 
 # ---------------------------------------------------------------- inputs
@@ -217,31 +507,30 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
     if found != magic:
         raise BundleError(f"{path}: IDX magic {found}, expected {magic}")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    if len(raw) != header + int(np.prod(dims)):
+    if len(raw) != header + math.prod(dims):
         raise BundleError(f"{path}: {len(raw)} bytes do not match IDX dimensions {list(dims)}")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def read_npy(path: Path) -> np.ndarray:
-    import io
-    raw = _read_bytes(path)
+def read_npy(path: Path, raw: bytes | None = None) -> np.ndarray:
+    raw = _read_bytes(path) if raw is None else raw
     try:
         return np.load(io.BytesIO(raw), allow_pickle=False)
     except ValueError as e:
-        raise BundleError(f"{path}: not a plain .npy array ({str(e).splitlines()[0]})") from None
+        raise BundleError(f"{path}: not a plain .npy array ({str(e).splitlines()[0] if str(e) else ''})") from None
     except (OSError, EOFError) as e:
-        raise BundleError(f"{path}: corrupt .npy file ({e})") from None
+        raise BundleError(f"{path}: corrupt .npy file ({one_line(e)})") from None
 
 
-def to_pixels(x: np.ndarray, source, features: int = 784) -> np.ndarray:
-    """[n, 784] or [n, 28, 28], uint8 0-255 or float 0-1 -> float32 [n, 784] in [0, 1]."""
-    side = int(round(features ** 0.5))
-    if x.ndim == 3 and x.shape[1:] == (side, side):
-        x = x.reshape(len(x), features)
-    elif not (x.ndim == 2 and x.shape[1] == features):
-        raise BundleError(f"{source}: expected shape [n, {features}] or [n, {side}, {side}], got {list(x.shape)}")
+def to_pixels(x: np.ndarray, source, spec: dict) -> np.ndarray:
+    """An accepted shape, uint8 0-255 or float 0-1 -> float32 [n, *sample_shape] in [0, 1]."""
+    accepts = [list(s) for s in spec["accepts"]]
+    if x.ndim < 2 or list(x.shape[1:]) not in accepts:
+        expected = " or ".join(f"[n, {', '.join(map(str, s))}]" for s in accepts)
+        raise BundleError(f"{source}: expected shape {expected}, got {list(x.shape)}")
     if len(x) == 0:
         raise BundleError(f"{source}: no images")
+    x = x.reshape(len(x), *spec["sample_shape"])
     if x.dtype == np.uint8:
         return x.astype(np.float32) / np.float32(255.0)
     if not np.issubdtype(x.dtype, np.floating):
@@ -255,16 +544,20 @@ def to_pixels(x: np.ndarray, source, features: int = 784) -> np.ndarray:
     return x.astype(np.float32)
 
 
-def load_images(path: Path, features: int = 784) -> np.ndarray:
-    if path.suffix == ".npy":
-        return to_pixels(read_npy(path), path, features)
-    return to_pixels(read_idx(path, IDX_IMAGE_MAGIC), path, features)
+def load_images(path: Path, spec: dict) -> np.ndarray:
+    x = read_npy(path) if path.suffix == ".npy" else read_idx(path, IDX_IMAGE_MAGIC)
+    return to_pixels(x, path, spec)
 
 
-def load_labels(path: Path) -> np.ndarray:
+def load_labels(path: Path, n_classes: int) -> np.ndarray:
+    """int labels [n], each a class of this model (0 .. n_classes-1)."""
     y = read_npy(path) if path.suffix == ".npy" else read_idx(path, IDX_LABEL_MAGIC)
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise BundleError(f"{path}: labels must be a 1-D integer array, got {y.dtype} {list(y.shape)}")
+    bad = (y < 0) | (y >= n_classes)
+    if bad.any():
+        raise BundleError(f"{path}: label {y[bad][0]} at index {int(np.argmax(bad))} is outside this model's "
+                          f"classes 0..{n_classes - 1}")
     return y.astype(np.int64)
 
 
@@ -277,13 +570,16 @@ def save_npy(path: Path, array: np.ndarray) -> None:
         raise BundleError(f"{path}: output file must end in .npy")
     if not path.parent.is_dir():
         raise BundleError(f"{path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
+    tmp = None
     try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
         with os.fdopen(fd, "wb") as f:
             np.save(f, array, allow_pickle=False)
         os.replace(tmp, path)
+    except OSError as e:
+        raise BundleError(f"{path}: cannot write ({e.strerror})") from None
     finally:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
 
 
@@ -294,16 +590,23 @@ class ArgumentParser(argparse.ArgumentParser):
         raise BundleError(f"{self.prog}: {message} (see --help)")
 
 
+def threads_option(text: str) -> int:
+    """--threads N: 1 .. MAX_THREADS."""
+    if not text.isdigit() or not 1 <= int(text) <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, {MAX_THREADS}], got {text!r}")
+    return int(text)
+
+
 def parse_args(argv):
-    p = ArgumentParser(description=__doc__.split("\n\n")[0],
-                                epilog="Exit status: 0 ok, 2 bad input or tampered bundle.")
+    p = ArgumentParser(prog="predict.py", description=__doc__.split("\n\n")[0],
+                       epilog="Exit status: 0 ok, 2 bad input or tampered bundle.")
     p.add_argument("inputs", nargs="*", type=Path, metavar="IMAGES",
-                   help=".npy ([n,784] or [n,28,28]; uint8 0-255 or float 0-1) or IDX images (.gz or raw)")
+                   help=".npy (a shape manifest.json input.accepts lists; uint8 0-255 or float 0-1) or IDX images")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of text lines")
     p.add_argument("--out", type=Path, metavar="PREDS.npy", help="also write predicted class ids (int64)")
-    p.add_argument("--logits", type=Path, metavar="LOGITS.npy", help="also write raw outputs (float32 [n, 10])")
+    p.add_argument("--logits", type=Path, metavar="LOGITS.npy", help="also write raw outputs (float32 [n, classes])")
     p.add_argument("--labels", type=Path, help="true labels (.npy or IDX) to report accuracy")
-    p.add_argument("--threads", type=int, default=None, help="runtime threads (default: runtime's choice)")
+    p.add_argument("--threads", type=threads_option, default=None, help="runtime threads (default: runtime's choice)")
     p.add_argument("--quiet", "-q", action="store_true", help="print nothing but errors")
     p.add_argument("--verify-only", action="store_true", help="check the bundle's hashes and exit")
     p.add_argument("--selftest", action="store_true",
@@ -311,76 +614,75 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if not args.inputs and not (args.verify_only or args.selftest):
         p.error("give at least one image file (or --verify-only / --selftest)")
-    if args.threads is not None and args.threads < 1:
-        raise BundleError(f"--threads: must be >= 1, got {args.threads}")
     return args
 
 
-def selftest(manifest: dict, runner) -> dict:
-    st = manifest.get("selftest")
+def selftest(bundle: Bundle, model: Model) -> dict:
+    st = bundle.manifest["selftest"]
     if not st:
-        raise BundleError(f"{HERE / 'manifest.json'}: this bundle has no self-test data")
-    x = load_images(HERE / st["file"])
-    logits = run_batched(runner, x)
+        raise BundleError(f"{bundle.where()}: this bundle has no self-test data")
+    path = bundle.dir / st["file"]
+    x = to_pixels(read_npy(path, bundle.read(st["file"])), path, bundle.manifest["input"])
+    if len(x) != len(st["classes"]):
+        raise BundleError(f"{path}: {len(x)} images for {len(st['classes'])} recorded classes")
+    logits = run_batched(model, x)
     classes = logits.argmax(axis=1)
     expected = np.asarray(st["classes"])
     diff = float(np.abs(logits - np.asarray(st["logits"], dtype=np.float32)).max())
-    ok = bool((classes == expected).all()) and diff <= st["tolerance"]
-    if not ok:
+    if not ((classes == expected).all() and diff <= st["tolerance"]):
         raise BundleError(f"selftest: {int((classes != expected).sum())}/{len(x)} classes differ, "
                           f"max |logit diff| {diff:.3g} (tolerance {st['tolerance']})")
     return {"selftest": "passed", "n": len(x), "max_abs_diff": diff}
 
 
-def run(argv=None) -> int:
+def report(name: str, names: list, classes: np.ndarray, accuracy, as_json: bool) -> str:
+    if as_json:
+        out = {"bundle": name, "n": len(classes), "classes": classes.tolist(),
+               "names": [names[c] for c in classes]}
+        if accuracy is not None:
+            out["accuracy"] = accuracy
+        return json.dumps(out) + "\n"
+    lines = [f"{i}\t{c}\t{names[c]}" for i, c in enumerate(classes)]
+    if accuracy is not None:
+        lines.append(f"# accuracy {accuracy:.4f} on {len(classes)} images")
+    return "\n".join(lines) + "\n"
+
+
+def run(argv=None, bundle_dir: Path | None = None) -> int:
     args = parse_args(argv)
-    manifest = load_manifest()
+    bundle = Bundle(bundle_dir or HERE)  # refuse a changed bundle before reading anything else
     if args.verify_only:
-        verify_files(manifest)
         if not args.quiet:
-            print(f"ok: {len(manifest['files'])} files match manifest.json")
+            print(f"ok: {len(bundle.manifest['files'])} files match manifest.json")
         return 0
     if args.selftest:
-        result = selftest(manifest, open_model(manifest, threads=args.threads))
+        result = selftest(bundle, bundle.open_model(threads=args.threads))
         if not args.quiet:
             print(json.dumps(result) if args.json else f"selftest passed on {result['n']} images "
                   f"(max |logit diff| {result['max_abs_diff']:.2g})")
         return 0
-    verify_files(manifest)  # refuse a changed bundle before reading anything else
-    features = manifest.get("input", {}).get("features", 784)
-    x = np.concatenate([load_images(path, features) for path in args.inputs])
-    labels = load_labels(args.labels) if args.labels else None
+    x = np.concatenate([load_images(path, bundle.manifest["input"]) for path in args.inputs])
+    labels = load_labels(args.labels, bundle.manifest["output"]["n_classes"]) if args.labels else None
     if labels is not None and len(labels) != len(x):
         raise BundleError(f"{args.labels}: {len(labels)} labels for {len(x)} images")
-    logits = run_batched(open_model(manifest, threads=args.threads, verify=False), x)
+    names = bundle.class_names()  # checked before the (slower) run
+    logits = run_batched(bundle.open_model(threads=args.threads), x)
     classes = logits.argmax(axis=1).astype(np.int64)
-    names = manifest.get("output", {}).get("classes") or [str(i) for i in range(logits.shape[1])]
     if args.out:
         save_npy(args.out, classes)
     if args.logits:
         save_npy(args.logits, logits.astype(np.float32))
     accuracy = float((classes == labels).mean()) if labels is not None else None
-    if args.quiet:
-        return 0
-    if args.json:
-        out = {"bundle": manifest.get("name"), "n": len(classes), "classes": classes.tolist(),
-               "names": [names[c] for c in classes]}
-        if accuracy is not None:
-            out["accuracy"] = accuracy
-        print(json.dumps(out))
-    else:
-        lines = [f"{i}\t{c}\t{names[c]}" for i, c in enumerate(classes)]
-        if accuracy is not None:
-            lines.append(f"# accuracy {accuracy:.4f} on {len(classes)} images")
-        sys.stdout.write("\n".join(lines) + "\n")
+    if not args.quiet:
+        sys.stdout.write(report(bundle.manifest["name"], names, classes, accuracy, args.json))
     return 0
 
 
-def main(argv=None) -> int:
+def main(argv=None, bundle_dir: Path | None = None) -> int:
     try:
-        return run(argv)
+        return run(argv, bundle_dir)
     except BundleError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

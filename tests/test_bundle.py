@@ -1,7 +1,9 @@
-"""Deploy bundle: contents and hashes, predictions vs the numpy reference, tamper refusal, imports, bench CSV.
+"""Deploy bundle: contents and hashes, predictions vs the numpy reference for MLPs and CNNs in both
+runtimes, input shapes, class names, tamper refusal, imports, bench CSV, default choice.
 
-Builds its own small model files (ONNX via onnx.helper, TFLite via the TF converter) so it does
-not depend on `make export`. The bundle scripts run in a subprocess, as on a device.
+Builds its own small descriptions and exports them with the export table's own exporters
+(`export.formats.FORMATS[...].export`), so it does not depend on `make export`. The bundle
+scripts run in a subprocess, as on a device. Manifest hardening: tests/test_bundle_schema.py.
 """
 from __future__ import annotations
 
@@ -20,54 +22,46 @@ import numpy as np
 import pytest
 
 from bundle import build as B
+from bundle import choose, describe
 from bundle.__main__ import main as bundle_main
+from export import formats as F
+from export.runtimes import RUNTIMES
 from pipeline.data import CLASS_NAMES, FILES, IMAGE_MAGIC, data_dir, read_idx
-from pipeline.model import random_model
+from pipeline.layers import Conv2D, Dense, DepthwiseConv2D, Flatten
+from pipeline.model import Model, random_model, validate
 from pipeline.model_io import save
 
 N_IMAGES = 200
 WIDTHS = [784, 48, 24, 10]  # small but with two hidden ReLU layers like the real MLP
+LOGIT_ATOL = 1e-4  # float32 files reproduce the description's logits up to summation order (~1e-6)
+KINDS = [("mlp", "onnx"), ("mlp", "tflite"), ("cnn", "onnx"), ("cnn", "tflite")]
 
 
-# ---------------------------------------------------------------- model files made here
+# ---------------------------------------------------------------- model descriptions made here
 
-def write_onnx(model, path: Path) -> Path:
-    """MatMul + Add (+ Relu) per layer, dynamic batch: what the ONNX exporter produces in spirit."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    nodes, inits, x = [], [], "input"
-    for i, layer in enumerate(model.layers):
-        inits += [numpy_helper.from_array(layer.dense_weight(), f"W{i}"), numpy_helper.from_array(layer.bias, f"b{i}")]
-        nodes += [helper.make_node("MatMul", [x, f"W{i}"], [f"mm{i}"]), helper.make_node("Add", [f"mm{i}", f"b{i}"], [f"z{i}"])]
-        x = f"z{i}"
-        if layer.activation == "relu":
-            nodes.append(helper.make_node("Relu", [x], [f"a{i}"]))
-            x = f"a{i}"
-    nodes[-1].output[0] = "logits"
-    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 784])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 10])], inits)
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    proto.ir_version = 8
-    onnx.checker.check_model(proto)
-    path.write_bytes(proto.SerializeToString())
-    return path
+def small_cnn(seed: int = 5, input_shape=(28, 28, 1), classes: int = 10, **meta) -> Model:
+    """Conv (stride 2) -> depthwise -> Flatten -> Dense: every output depends on where a pixel is,
+    so feeding the file in the wrong layout (e.g. h and w swapped) changes the logits."""
+    rng = np.random.default_rng(seed)
+    h, w, c = input_shape
+    conv = Conv2D(rng.normal(0, 0.5, (6, c, 3, 3)).astype(np.float32), rng.normal(0, 0.1, 6).astype(np.float32),
+                  stride=(2, 2), pads=(1, 1, 1, 1), activation="relu")
+    dw = DepthwiseConv2D(rng.normal(0, 0.5, (6, 1, 3, 3)).astype(np.float32), np.zeros(6, np.float32),
+                         stride=(2, 2), pads=(1, 1, 1, 1), activation="relu")
+    features = ((h + 3) // 4) * ((w + 3) // 4) * 6
+    dense = Dense(rng.normal(0, 0.3, (features, classes)).astype(np.float32), np.zeros(classes, np.float32),
+                  activation="identity")
+    return validate(Model((conv, dw, Flatten(), dense), {"net": "cnn", "seed": seed, "method": "dense",
+                                                         "sparsity": 0.0, "physical": "dense", **meta}, input_shape))
 
 
-def write_tflite(model, path: Path) -> Path:
-    import tensorflow as tf
-    weights = [(tf.constant(l.dense_weight()), tf.constant(l.bias), l.activation) for l in model.layers]
-
-    @tf.function(input_signature=[tf.TensorSpec([None, 784], tf.float32, name="input")])
-    def forward(x):
-        for w, b, act in weights:
-            x = tf.matmul(x, w) + b
-            if act == "relu":
-                x = tf.nn.relu(x)
-        return x
-
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([forward.get_concrete_function()])
-    path.write_bytes(converter.convert())
-    return path
+def export_kdir(model: Model, kdir: Path, formats=("onnx", "tflite")) -> Path:
+    """k-dir as the export stage leaves it: model.npz + one file per format, by the real exporters."""
+    kdir.mkdir(parents=True, exist_ok=True)
+    save(model, kdir / "model.npz")
+    for name in formats:
+        F.FORMATS[name].export(model, kdir / F.FORMATS[name].suffix, F.ExportOptions())
+    return kdir
 
 
 @pytest.fixture(scope="module")
@@ -77,25 +71,45 @@ def images() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def export_tree(tmp_path_factory):
-    """artifacts/export-like tree: torch/dense/k00/{model.npz, model.onnx, model.tflite}."""
+    """artifacts/export-like tree: torch/dense/k00 (MLP) and torch/cnn/k00 (CNN), both formats each."""
     root = tmp_path_factory.mktemp("export")
-    kdir = root / "torch" / "dense" / "k00"
-    kdir.mkdir(parents=True)
-    model = random_model(WIDTHS, seed=3, method="dense", sparsity=0.0, physical="dense")
-    model = model.with_layers(model.layers, framework="torch")
-    save(model, kdir / "model.npz")
-    write_onnx(model, kdir / "model.onnx")
-    write_tflite(model, kdir / "model.tflite")
-    return root, model
+    mlp = random_model(WIDTHS, seed=3, method="dense", sparsity=0.0, physical="dense")
+    models = {"mlp": mlp.with_layers(mlp.layers, framework="torch"), "cnn": small_cnn(framework="torch")}
+    for kind, model in models.items():
+        export_kdir(model, root / "torch" / ("dense" if kind == "mlp" else "cnn") / "k00")
+    return root, models
 
 
-@pytest.fixture(scope="module", params=["onnx", "tflite"])
-def bundle(request, export_tree, tmp_path_factory):
-    root, model = export_tree
-    out = tmp_path_factory.mktemp(f"bundle-{request.param}")
-    path = B.make_bundle(root / "torch" / "dense" / "k00", fmt=request.param, out_root=out,
-                         export_root=root, bench_root=out / "no-bench")
-    return path, request.param, model
+def kdir_of(root: Path, kind: str) -> Path:
+    return root / "torch" / ("dense" if kind == "mlp" else "cnn") / "k00"
+
+
+@pytest.fixture(scope="module")
+def bundles(export_tree, tmp_path_factory):
+    """(kind, format) -> (bundle dir, format, description, kind), each built once per module."""
+    root, models = export_tree
+    made = {}
+
+    def get(kind: str, fmt: str):
+        if (kind, fmt) not in made:
+            out = tmp_path_factory.mktemp(f"bundle-{kind}-{fmt}")
+            path = B.make_bundle(kdir_of(root, kind), fmt=fmt, out_root=out, export_root=root,
+                                 bench_root=out / "no-bench")
+            made[kind, fmt] = (path, fmt, models[kind], kind)
+        return made[kind, fmt]
+    return get
+
+
+@pytest.fixture(params=KINDS, ids=[f"{k}-{f}" for k, f in KINDS])
+def bundle(request, bundles):
+    """Every kind of bundle: MLP and CNN, in ONNX and TFLite."""
+    return bundles(*request.param)
+
+
+@pytest.fixture(params=[("mlp", "onnx"), ("cnn", "tflite")], ids=["mlp-onnx", "cnn-tflite"])
+def some_bundle(request, bundles):
+    """For checks that do not depend on the runtime: one MLP and one CNN bundle."""
+    return bundles(*request.param)
 
 
 def run_script(bundle_dir: Path, script: str, *args, cwd=None) -> subprocess.CompletedProcess:
@@ -112,31 +126,53 @@ def assert_one_line_error(proc, *words):
         assert w in lines[0], lines[0]
 
 
+def manifest_of(path: Path) -> dict:
+    return json.loads((path / "manifest.json").read_text())
+
+
 # ---------------------------------------------------------------- contents and hashes
 
 def test_bundle_contents_and_hashes(bundle):
-    path, fmt, _ = bundle
-    manifest = json.loads((path / "manifest.json").read_text())
-    model_file = "model.onnx" if fmt == "onnx" else "model.tflite"
+    path, fmt, _, kind = bundle
+    manifest = manifest_of(path)
+    model_file = F.FORMATS[fmt].suffix
     on_disk = {p.name for p in path.iterdir()} - {"manifest.json"}
     assert set(manifest["files"]) == on_disk
-    assert {model_file, "predict.py", "bench_device.py", "README.md", "requirements.txt"} <= on_disk
+    assert {model_file, "predict.py", "bench_device.py", "README.md", "requirements.txt", "classes.txt",
+            "selftest.npy"} == on_disk
     for name, entry in manifest["files"].items():
         data = (path / name).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-    assert manifest["model"]["file"] == model_file and manifest["model"]["artifact"] == f"torch/dense/k00/{model_file}"
-    assert manifest["provenance"]["framework"] == "torch" and manifest["provenance"]["seed"] == 3
-    assert manifest["input"]["shape"] == [None, 784] and manifest["input"]["dtype"] == "float32"
-    assert "[0, 1]" in manifest["input"]["scaling"]
-    assert manifest["output"]["shape"][-1] == 10 and manifest["output"]["classes"] == list(CLASS_NAMES)
+    assert manifest["model"]["files"] == [model_file]
+    assert manifest["model"]["artifact"] == f"{kdir_of(Path(''), kind).as_posix()}/{model_file}"
+    assert manifest["provenance"]["framework"] == "torch" and manifest["provenance"]["seed"] in (3, 5)
+    assert "[0, 1]" in manifest["input"]["scaling"] and manifest["input"]["dtype"] == "float32"
+    assert manifest["output"]["n_classes"] == 10 and manifest["output"]["classes_file"] == "classes.txt"
+    assert (path / "classes.txt").read_text().splitlines() == list(CLASS_NAMES)
     assert manifest["measured"]["verify"]["top1_agreement"] == 1.0
-    assert manifest["measured"]["verify"]["max_abs_diff"] < 1e-4
+    assert manifest["measured"]["verify"]["max_abs_diff"] < LOGIT_ATOL
     assert 0.0 <= manifest["measured"]["accuracy"] <= 1.0
     assert manifest["model"]["delegate"] == (None if fmt == "onnx" else "xnnpack")
 
 
+# (kind, format) -> the file's declared input, its layout, the description's sample shape
+INPUTS = {("mlp", "onnx"): ([None, 784], "features", [784]), ("mlp", "tflite"): ([None, 784], "features", [784]),
+          ("cnn", "onnx"): ([None, 1, 28, 28], "nchw", [28, 28, 1]),
+          ("cnn", "tflite"): ([None, 28, 28, 1], "nhwc", [28, 28, 1])}
+
+
+def test_input_spec_from_description_and_file(bundle):
+    """The description gives the channels-last sample shape, the file its own layout."""
+    path, fmt, _, kind = bundle
+    declared, layout, sample = INPUTS[kind, fmt]
+    spec = manifest_of(path)["input"]
+    assert (spec["shape"], spec["layout"], spec["sample_shape"]) == (declared, layout, sample)
+    assert spec["accepts"][0] == sample and sorted(spec["accepts"]) == [[28, 28], [28, 28, 1], [784]]
+    assert spec["source"] == "model.npz input_shape"
+
+
 def test_requirements_pin_numpy_and_one_runtime(bundle):
-    path, fmt, _ = bundle
+    path, fmt, _, _ = bundle
     reqs = (path / "requirements.txt").read_text().split()
     runtime = {"onnx": "onnxruntime", "tflite": "ai-edge-litert"}[fmt]
     assert [r.split("==")[0] for r in reqs] == ["numpy", runtime]
@@ -144,7 +180,7 @@ def test_requirements_pin_numpy_and_one_runtime(bundle):
 
 
 def test_tarball_is_deterministic_and_matches_dir(bundle, tmp_path):
-    path, fmt, _ = bundle
+    path, _, _, _ = bundle
     tar_path = path.parent / f"{path.name}.tar.gz"
     with tarfile.open(tar_path) as tar:
         members = tar.getmembers()
@@ -160,13 +196,13 @@ def test_tarball_is_deterministic_and_matches_dir(bundle, tmp_path):
 # ---------------------------------------------------------------- predict.py
 
 def test_predict_matches_numpy_reference(bundle, images, tmp_path):
-    path, fmt, model = bundle
+    path, _, model, _ = bundle
     np.save(tmp_path / "x.npy", images)
     proc = run_script(path, "predict.py", tmp_path / "x.npy", "--json", "--out", tmp_path / "p.npy",
                       "--logits", tmp_path / "l.npy")
     assert proc.returncode == 0, proc.stderr
     want_logits = model.forward(images.reshape(len(images), -1).astype(np.float32) / 255)
-    np.testing.assert_allclose(np.load(tmp_path / "l.npy"), want_logits, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(np.load(tmp_path / "l.npy"), want_logits, rtol=1e-4, atol=LOGIT_ATOL)
     want = want_logits.argmax(axis=1)
     got = json.loads(proc.stdout)
     np.testing.assert_array_equal(got["classes"], want)
@@ -174,58 +210,73 @@ def test_predict_matches_numpy_reference(bundle, images, tmp_path):
     assert got["names"][:3] == [CLASS_NAMES[c] for c in want[:3]]
 
 
+def test_test_cnn_sees_the_layout(export_tree, images):
+    """The parity test above would catch a wrong feed: swapping h and w moves the logits far."""
+    _, models = export_tree
+    x = images[:50].astype(np.float32) / 255
+    right, swapped = models["cnn"].forward(x[..., None]), models["cnn"].forward(x.transpose(0, 2, 1)[..., None])
+    assert np.abs(right - swapped).max() > 100 * LOGIT_ATOL
+
+
 def test_predict_input_forms_agree(bundle, images, tmp_path):
-    """[n,784] float 0-1, [n,28,28] uint8 and IDX .gz/raw give the same text output."""
-    path, _, _ = bundle
+    """[n,784] float 0-1, [n,28,28] and [n,28,28,1] uint8 and IDX .gz/raw give the same text output."""
+    path, _, _, _ = bundle
     np.save(tmp_path / "flat.npy", images.reshape(len(images), -1).astype(np.float32) / 255)
     np.save(tmp_path / "u8.npy", images)
+    np.save(tmp_path / "u8c.npy", images[..., None])
     idx = gzip.decompress((data_dir() / FILES["test"][0]).read_bytes())
     header = idx[:4] + N_IMAGES.to_bytes(4, "big") + idx[8:16]  # IDX header with n = N_IMAGES
     (tmp_path / "raw-idx").write_bytes(header + idx[16:16 + N_IMAGES * 784])
     (tmp_path / "img.gz").write_bytes(gzip.compress((tmp_path / "raw-idx").read_bytes()))
-    outs = [run_script(path, "predict.py", tmp_path / f) for f in ("flat.npy", "u8.npy", "raw-idx", "img.gz")]
-    assert all(o.returncode == 0 for o in outs), [o.stderr for o in outs]
-    assert len({o.stdout for o in outs}) == 1
-    assert len(outs[0].stdout.splitlines()) == N_IMAGES
+    forms = ("flat.npy", "u8.npy", "u8c.npy", "raw-idx", "img.gz")
+    proc = run_script(path, "predict.py", *(tmp_path / f for f in forms))  # one run: images concatenated
+    assert proc.returncode == 0, proc.stderr
+    classes = np.array([line.split("\t")[1] for line in proc.stdout.splitlines()]).reshape(len(forms), N_IMAGES)
+    assert (classes == classes[0]).all()
 
 
 def test_selftest_and_verify_only(bundle):
-    path, _, _ = bundle
-    assert run_script(path, "predict.py", "--selftest").returncode == 0
+    path, _, _, kind = bundle
+    assert np.load(path / "selftest.npy").shape[1:] == ((784,) if kind == "mlp" else (28, 28, 1))
+    proc = run_script(path, "predict.py", "--selftest")
+    assert proc.returncode == 0 and proc.stdout.startswith("selftest passed"), proc.stderr
     proc = run_script(path, "predict.py", "--verify-only")
     assert proc.returncode == 0 and proc.stdout.startswith("ok:")
 
 
 @pytest.mark.parametrize("case,words", [
     ("missing", ["nope.npy", "not found"]),
-    ("shape", ["expected shape"]),
+    ("shape", ["expected shape", "[n, 28, 28, 1]", "[n, 784]", "[n, 28, 28]", "got [3, 783]"]),
     ("dtype", ["dtype int32"]),
     ("range", ["[0, 1]"]),
     ("pickle", ["not a plain .npy"]),
     ("idx", ["IDX"]),
+    ("labels", ["label 10", "outside", "0..9"]),
 ])
-def test_predict_bad_input_one_line_error(bundle, tmp_path, case, words):
-    path, _, _ = bundle
+def test_predict_bad_input_one_line_error(some_bundle, tmp_path, case, words):
+    path, _, _, _ = some_bundle
     target = tmp_path / ("x.npy" if case != "idx" else "x.idx")
-    if case == "shape":
-        np.save(target, np.zeros((3, 783), np.uint8))
-    elif case == "dtype":
-        np.save(target, np.zeros((3, 784), np.int32))
-    elif case == "range":
-        np.save(target, np.full((3, 784), 255.0, np.float32))
+    arrays = {"shape": np.zeros((3, 783), np.uint8), "dtype": np.zeros((3, 784), np.int32),
+              "range": np.full((3, 784), 255.0, np.float32), "labels": np.zeros((3, 28, 28), np.uint8)}
+    if case in arrays:
+        np.save(target, arrays[case])
     elif case == "pickle":
         np.save(target, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     elif case == "idx":
         target.write_bytes(b"\x00\x00\x08\x01" + b"\x00" * 20)
-    proc = run_script(path, "predict.py", tmp_path / "nope.npy" if case == "missing" else target)
+    extra = []
+    if case == "labels":
+        np.save(tmp_path / "y.npy", np.array([0, 9, 10]))
+        extra = ["--labels", tmp_path / "y.npy"]
+    proc = run_script(path, "predict.py", tmp_path / "nope.npy" if case == "missing" else target, *extra)
     assert_one_line_error(proc, *words)
 
 
 def test_tampered_model_is_refused(bundle, tmp_path):
-    path, fmt, _ = bundle
+    path, _, _, _ = bundle
     copy = tmp_path / "copy"
     shutil.copytree(path, copy)
-    model_file = copy / json.loads((copy / "manifest.json").read_text())["model"]["file"]
+    model_file = copy / manifest_of(copy)["model"]["files"][0]
     data = bytearray(model_file.read_bytes())
     data[len(data) // 2] ^= 0x01  # one bit, same size: only the hash can catch it
     model_file.write_bytes(bytes(data))
@@ -238,31 +289,35 @@ def test_tampered_model_is_refused(bundle, tmp_path):
 
 # ---------------------------------------------------------------- bench_device.py
 
-def test_bench_device_writes_schema_csv(bundle, tmp_path):
-    path, fmt, _ = bundle
-    out = tmp_path / "dev.csv"
-    proc = run_script(path, "bench_device.py", "--out", out, "--warmup", "2", "--reps", "10", "--threads", "1,2")
-    assert proc.returncode == 0, proc.stderr
-    with open(out, newline="") as f:
-        reader = csv.DictReader(f)
-        rows = list(reader)
-    assert tuple(reader.fieldnames) == B_COLUMNS
-    assert [(r["threads"], r["batch"]) for r in rows] == [("1", "1"), ("2", "1")]
-    for r in rows:
-        assert r["source"] == "device" and r["status"] == "ok" and r["format"] == fmt
-        assert r["runtime"] == ("onnxruntime" if fmt == "onnx" else "litert-xnnpack")
-        assert 0 < float(r["p50_us"]) <= float(r["p90_us"]) <= float(r["p99_us"])
-        assert int(r["reps"]) == 10 and int(r["bytes"]) > 0 and float(r["ratio_vs_dense"]) == 1.0
-    info = json.loads(out.with_suffix(".json").read_text())
-    assert info["machine"]["cores"] >= 1 and len(info["rows"]) == 2
-
-
 B_COLUMNS = ("source", "framework", "method", "sparsity", "artifact", "format", "variant", "runtime",
              "threads", "batch", "status", "reason", "p50_us", "p90_us", "p99_us", "mean_us",
              "per_sample_us", "reps", "ratio_vs_dense", "bytes", "gzip_bytes", "accuracy", "peak_rss_mb")
 
 
-# ---------------------------------------------------------------- imports
+def test_bench_device_writes_schema_csv(bundle, images, tmp_path):
+    path, fmt, model, _ = bundle
+    out = tmp_path / "dev.csv"
+    np.save(tmp_path / "x.npy", images[:50])
+    np.save(tmp_path / "y.npy", model.predict(images[:50].reshape(50, -1).astype(np.float32) / 255))
+    proc = run_script(path, "bench_device.py", "--out", out, "--warmup", "2", "--reps", "10", "--threads", "1,2",
+                      "--batch", "1,4", "--images", tmp_path / "x.npy", "--labels", tmp_path / "y.npy")
+    assert proc.returncode == 0, proc.stderr
+    with open(out, newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert tuple(reader.fieldnames) == B_COLUMNS
+    assert [(r["threads"], r["batch"]) for r in rows] == [("1", "1"), ("1", "4"), ("2", "1"), ("2", "4")]
+    for r in rows:
+        assert r["source"] == "device" and r["status"] == "ok" and r["format"] == fmt
+        assert r["runtime"] == ("onnxruntime" if fmt == "onnx" else "litert-xnnpack")
+        assert 0 < float(r["p50_us"]) <= float(r["p90_us"]) <= float(r["p99_us"])
+        assert int(r["reps"]) == 10 and int(r["bytes"]) > 0 and float(r["ratio_vs_dense"]) == 1.0
+        assert float(r["accuracy"]) == 1.0  # labels are the reference's own classes
+    info = json.loads(out.with_suffix(".json").read_text())
+    assert info["machine"]["cores"] >= 1 and len(info["rows"]) == 4
+
+
+# ---------------------------------------------------------------- imports and tables
 
 ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "ai_edge_litert", "predict"}
 
@@ -283,6 +338,108 @@ def test_bundle_scripts_import_only_numpy_runtime_stdlib(script):
     bad = {r for r in roots if r not in sys.stdlib_module_names and r not in ALLOWED_THIRD_PARTY}
     assert not bad, f"{script} imports {bad}"
     assert "numpy" in roots
+
+
+def test_every_shipped_runtime_has_a_predict_runner():
+    """export.runtimes names predict.py runners; each runner takes its row's delegate and files."""
+    pred = B.load_template_predict()
+    shipped = [r for r in RUNTIMES.values() if r.runner]
+    assert {r.runner for r in shipped} <= set(pred.RUNNERS) and shipped
+    for row in shipped:
+        runner = pred.RUNNERS[row.runner]
+        assert row.delegate in runner.delegates, row.name
+        assert set(runner.layouts) <= set(pred.LAYOUTS) and "features" in runner.layouts
+        for fmt in row.formats:
+            assert choose.bundle_formats()[fmt].suffix.endswith(runner.suffixes[0]), (row.name, fmt)
+
+
+def test_a_pair_file_kind_is_bundled_as_two_files(tmp_path, monkeypatch):
+    """A kind stored as two files (NCNN .param + .bin): both are found, listed and checked."""
+    pred = B.load_template_predict()
+    pair = pred.Runner(open=None, suffixes=(".param", ".bin"), layouts=("features", "nchw"), delegates=(None,))
+    (tmp_path / "model.param").write_text("p")
+    with pytest.raises(B.PrunedgeError, match="model.bin.*pair"):
+        B.model_files(tmp_path / "model.param", pair)
+    (tmp_path / "model.bin").write_bytes(b"b")
+    assert B.model_files(tmp_path / "model.param", pair) == (tmp_path / "model.param", tmp_path / "model.bin")
+    monkeypatch.setitem(pred.RUNNERS, "pair", pair)
+    files = {n: {"sha256": "0" * 64, "bytes": 1} for n in ("model.param", "model.bin", "classes.txt")}
+    manifest = {"model": {"files": ["model.param", "model.bin"], "runner": "pair", "delegate": None},
+                "input": {"layout": "nchw", "sample_shape": [2, 2, 1], "accepts": [[2, 2, 1], [4]]},
+                "output": {"classes_file": "classes.txt", "n_classes": 2}, "selftest": None, "files": files}
+    pred.check_consistency(manifest)
+    manifest["model"]["files"] = ["model.param"]
+    with pytest.raises(pred.BundleError, match="2 file"):
+        pred.check_consistency(manifest)
+
+
+# ---------------------------------------------------------------- class names and imported shapes
+
+def _imported_bundle(tmp_path, model: Model, *, data=None, config_data=None) -> Path:
+    root = tmp_path / "export"
+    kdir = export_kdir(model, root / "mine" / "dense" / "k00", formats=("onnx",))
+    if config_data is not None:
+        (root / "manifest.json").write_text(json.dumps({"config": {"data": str(config_data)}, "files": []}))
+    return B.make_bundle(kdir, fmt="onnx", out_root=tmp_path / "out", export_root=root,
+                         bench_root=tmp_path / "no-bench", data=data)
+
+
+def _imported_mlp(classes: int = 3) -> Model:
+    m = random_model([784, 16, classes], seed=4, method="dense", sparsity=0.0, physical="dense")
+    return m.with_layers(m.layers, framework="imported", source="mine.onnx")
+
+
+@pytest.mark.parametrize("source", ["none", "option", "export-config", "idx-dir"])
+def test_imported_model_class_names(tmp_path, images, source):
+    """3 classes: never Fashion-MNIST names; the labeled data's names when it carries them."""
+    names = ["cat", "dog", "bird"]
+    npz = tmp_path / "labeled.npz"
+    np.savez(npz, x=images[:30], y=np.arange(30) % 3, class_names=np.array(names))
+    idx_dir = tmp_path / "idx"
+    idx_dir.mkdir()
+    (idx_dir / describe.CLASS_NAMES_FILE).write_text("\n".join(names) + "\n")
+    kwargs = {"none": {}, "option": {"data": npz}, "export-config": {"config_data": npz},
+              "idx-dir": {"data": idx_dir}}[source]
+    path = _imported_bundle(tmp_path, _imported_mlp(), **kwargs)
+    want = ["0", "1", "2"] if source == "none" else names
+    assert (path / "classes.txt").read_text().splitlines() == want
+    assert manifest_of(path)["measured"]["accuracy"] is None  # no labels of its own data here
+    np.save(tmp_path / "x.npy", images[:20])
+    proc = run_script(path, "predict.py", tmp_path / "x.npy")
+    assert proc.returncode == 0, proc.stderr
+    printed = {line.split("\t")[2] for line in proc.stdout.splitlines()}
+    assert printed <= set(want) and not printed & set(CLASS_NAMES)
+
+
+def test_class_names_that_do_not_fit_are_refused(tmp_path, images):
+    npz = tmp_path / "labeled.npz"
+    np.savez(npz, x=images[:4], y=np.zeros(4, int), class_names=np.array(["a", "b"]))
+    with pytest.raises(B.PrunedgeError, match="2 class names for a model with 3 classes"):
+        _imported_bundle(tmp_path, _imported_mlp(), data=npz)
+
+
+def test_random_and_imported_models_get_indices_not_fashion_names(tmp_path):
+    m = random_model(WIDTHS, seed=1, method="dense", sparsity=0.0, physical="dense")  # framework "random"
+    path = _imported_bundle(tmp_path, m)
+    assert (path / "classes.txt").read_text().split() == [str(i) for i in range(10)]
+
+
+def test_imported_image_model_takes_its_own_shape(tmp_path):
+    """A 16x16 RGB CNN: accepts [n,16,16,3] or flat [n,768] (no [n,h,w]: 3 channels), fed NCHW to ONNX."""
+    model = small_cnn(seed=2, input_shape=(16, 16, 3), classes=4, framework="imported")
+    path = _imported_bundle(tmp_path, model)
+    spec = manifest_of(path)["input"]
+    assert (spec["sample_shape"], spec["layout"], spec["accepts"]) == ([16, 16, 3], "nchw", [[16, 16, 3], [768]])
+    x = np.random.default_rng(0).integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    proc = run_script(path, "predict.py", tmp_path / "x.npy", "--logits", tmp_path / "l.npy", "-q")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "l.npy"), model.forward(x.astype(np.float32) / 255),
+                               rtol=1e-4, atol=LOGIT_ATOL)
+    np.save(tmp_path / "bad.npy", x[..., 0])
+    assert_one_line_error(run_script(path, "predict.py", tmp_path / "bad.npy"),
+                          "[n, 16, 16, 3] or [n, 768]", "got [7, 16, 16]")
+    assert run_script(path, "predict.py", "--selftest").returncode == 0
 
 
 # ---------------------------------------------------------------- default choice and CLI
@@ -315,18 +472,25 @@ def test_default_choice_is_fastest_within_one_point(tmp_path):
         B.choose_default("tflite", export_root=exp, bench_root=tmp_path / "bench")
 
 
-def test_cli_errors_are_one_line(tmp_path, capsys):
-    assert bundle_main(["--model", str(tmp_path / "missing"), "--format", "onnx"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "missing" in err[0]
+def test_cli_builds_a_bundle_and_errors_are_one_line(export_tree, tmp_path, capsys):
+    root, _ = export_tree
+    assert bundle_main(["--model", str(kdir_of(root, "cnn")), "--format", "onnx", "--export-root", str(root),
+                        "--bench-root", str(tmp_path / "nb"), "--out-root", str(tmp_path), "--name", "c"]) == 0
+    assert capsys.readouterr().out.split() == [str(tmp_path / "c"), str(tmp_path / "c.tar.gz")]
+    for argv, word in ((["--model", str(tmp_path / "missing")], "missing"), (["--name", "../x"], "--name"),
+                       (["--format", "onnx", "--delegate", "none"], "--delegate")):
+        extra = [] if "--model" in argv else ["--model", str(kdir_of(root, "mlp")), "--export-root", str(root)]
+        assert bundle_main(argv + extra + ["--out-root", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and word in err[0], err
 
 
 def test_tflite_delegate_none_is_kept(export_tree, tmp_path):
     """A file verified without XNNPACK is bundled, run and benchmarked without it."""
     root, _ = export_tree
-    path = B.make_bundle(root / "torch" / "dense" / "k00", fmt="tflite", runtime="litert-builtin", out_root=tmp_path,
+    path = B.make_bundle(kdir_of(root, "mlp"), fmt="tflite", runtime="litert-builtin", out_root=tmp_path,
                          export_root=root, bench_root=tmp_path / "no-bench")
-    assert json.loads((path / "manifest.json").read_text())["model"]["delegate"] == "none"
+    assert manifest_of(path)["model"]["delegate"] == "none"
     proc = run_script(path, "bench_device.py", "--out", tmp_path / "d.csv", "--warmup", "1", "--reps", "3",
                       "--threads", "1")
     assert proc.returncode == 0, proc.stderr
@@ -339,7 +503,7 @@ def test_refuses_failed_or_changed_export(export_tree, tmp_path, defect, words):
     root, _ = export_tree
     tree = tmp_path / "export"
     shutil.copytree(root, tree)
-    entry = {"path": "torch/dense/k00/model.onnx", "variant": "fp32", "delegate": None,
+    entry = {"path": "torch/dense/k00/model.onnx", "variant": "fp32", "runtime": "onnxruntime",
              "sha256": hashlib.sha256((tree / "torch/dense/k00/model.onnx").read_bytes()).hexdigest(),
              "verify": {"status": "passed"}}
     if defect == "failed":
@@ -354,7 +518,10 @@ def test_refuses_failed_or_changed_export(export_tree, tmp_path, defect, words):
 
 
 @pytest.mark.parametrize("script,args", [("predict.py", []), ("predict.py", ["--threads", "0", "x.npy"]),
-                                         ("bench_device.py", ["--bogus"]), ("bench_device.py", ["--batch", "0"])])
-def test_usage_mistakes_are_one_line(bundle, script, args):
-    path, _, _ = bundle
+                                         ("predict.py", ["--threads", "99999999", "x.npy"]),
+                                         ("bench_device.py", ["--bogus"]), ("bench_device.py", ["--batch", "0"]),
+                                         ("bench_device.py", ["--batch", "10000000"]),
+                                         ("bench_device.py", ["--max-seconds", "nan"])])
+def test_usage_mistakes_are_one_line(bundles, script, args):
+    path, _, _, _ = bundles("mlp", "onnx")
     assert_one_line_error(run_script(path, script, *args))
