@@ -123,8 +123,13 @@ def requirements(row: Runtime) -> str:
 
 
 def default_name(meta: dict, model_path: Path, fmt: str, variant: str) -> str:
+    """<model>-<method>-kNN-<variant>-<format>, the model named as its export folder is
+    (torch, cnn-torch, an imported model's name); else the file's stem."""
     if {"framework", "method", "sparsity"} <= meta.keys():
-        return f"{meta['framework']}-{meta['method']}-k{int(round(float(meta['sparsity']))):02d}-{variant}-{fmt}"
+        from pipeline.stages import model_name
+        imported = meta["framework"] == "imported" and isinstance(meta.get("name"), str)
+        model = meta["name"] if imported else model_name(str(meta["framework"]), str(meta.get("net", "mlp")))
+        return f"{model}-{meta['method']}-k{int(round(float(meta['sparsity']))):02d}-{variant}-{fmt}"
     return f"{model_path.stem.replace('.', '-')}-{fmt}"
 
 

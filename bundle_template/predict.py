@@ -401,21 +401,20 @@ class Bundle:
     def verify_files(self) -> None:
         """Every listed file exists inside the bundle with the recorded size and sha256."""
         for name in sorted(self.manifest["files"]):
-            path = self.path(name)
+            real = self.path(name)
             try:
-                self._check(path, name, path.stat().st_size, sha256_file(path))
+                self._check(self.dir / name, name, real.stat().st_size, sha256_file(real))
             except OSError as e:
-                raise BundleError(f"{path}: cannot read ({e.strerror})") from None
+                raise BundleError(f"{self.dir / name}: cannot read ({e.strerror})") from None
 
     def read(self, name: str) -> bytes:
         """The bytes of a listed file, checked again as read: what is checked is what is used."""
-        path = self.path(name)
         try:
-            with open(path, "rb") as f:
+            with open(self.path(name), "rb") as f:
                 data = f.read(self.manifest["files"][name]["bytes"] + 1)
         except OSError as e:
-            raise BundleError(f"{path}: cannot read ({e.strerror})") from None
-        self._check(path, name, len(data), hashlib.sha256(data).hexdigest())
+            raise BundleError(f"{self.dir / name}: cannot read ({e.strerror})") from None
+        self._check(self.dir / name, name, len(data), hashlib.sha256(data).hexdigest())
         return data
 
     def class_names(self) -> list:
@@ -514,6 +513,8 @@ def read_idx(path: Path, magic: int) -> np.ndarray:
 
 def read_npy(path: Path, raw: bytes | None = None) -> np.ndarray:
     raw = _read_bytes(path) if raw is None else raw
+    if not raw.startswith(b"\x93NUMPY"):  # np.load would also open a zip (.npz) or ask for pickle
+        raise BundleError(f"{path}: not a .npy file (no NUMPY header)")
     try:
         return np.load(io.BytesIO(raw), allow_pickle=False)
     except ValueError as e:

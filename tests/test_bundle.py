@@ -1,13 +1,13 @@
 """Deploy bundle: contents and hashes, predictions vs the numpy reference for MLPs and CNNs in both
-runtimes, input shapes, class names, tamper refusal, imports, bench CSV, default choice.
+runtimes, input shapes, tamper refusal, bench CSV, CLI.
 
 Builds its own small descriptions and exports them with the export table's own exporters
 (`export.formats.FORMATS[...].export`), so it does not depend on `make export`. The bundle
-scripts run in a subprocess, as on a device. Manifest hardening: tests/test_bundle_schema.py.
+scripts run in a subprocess, as on a device. Default choice, class names, imported shapes and the
+runner table: tests/test_bundle_sources.py; manifest hardening: tests/test_bundle_schema.py.
 """
 from __future__ import annotations
 
-import ast
 import csv
 import gzip
 import hashlib
@@ -22,10 +22,8 @@ import numpy as np
 import pytest
 
 from bundle import build as B
-from bundle import choose, describe
 from bundle.__main__ import main as bundle_main
 from export import formats as F
-from export.runtimes import RUNTIMES
 from pipeline.data import CLASS_NAMES, FILES, IMAGE_MAGIC, data_dir, read_idx
 from pipeline.layers import Conv2D, Dense, DepthwiseConv2D, Flatten
 from pipeline.model import Model, random_model, validate
@@ -143,6 +141,7 @@ def test_bundle_contents_and_hashes(bundle):
     for name, entry in manifest["files"].items():
         data = (path / name).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+    assert path.name == f"{'cnn-' if kind == 'cnn' else ''}torch-dense-k00-fp32-{fmt}"  # CNN, MLP: 2 names
     assert manifest["model"]["files"] == [model_file]
     assert manifest["model"]["artifact"] == f"{kdir_of(Path(''), kind).as_posix()}/{model_file}"
     assert manifest["provenance"]["framework"] == "torch" and manifest["provenance"]["seed"] in (3, 5)
@@ -208,14 +207,6 @@ def test_predict_matches_numpy_reference(bundle, images, tmp_path):
     np.testing.assert_array_equal(got["classes"], want)
     np.testing.assert_array_equal(np.load(tmp_path / "p.npy"), want)
     assert got["names"][:3] == [CLASS_NAMES[c] for c in want[:3]]
-
-
-def test_test_cnn_sees_the_layout(export_tree, images):
-    """The parity test above would catch a wrong feed: swapping h and w moves the logits far."""
-    _, models = export_tree
-    x = images[:50].astype(np.float32) / 255
-    right, swapped = models["cnn"].forward(x[..., None]), models["cnn"].forward(x.transpose(0, 2, 1)[..., None])
-    assert np.abs(right - swapped).max() > 100 * LOGIT_ATOL
 
 
 def test_predict_input_forms_agree(bundle, images, tmp_path):
@@ -317,161 +308,6 @@ def test_bench_device_writes_schema_csv(bundle, images, tmp_path):
     assert info["machine"]["cores"] >= 1 and len(info["rows"]) == 4
 
 
-# ---------------------------------------------------------------- imports and tables
-
-ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "ai_edge_litert", "predict"}
-
-
-@pytest.mark.parametrize("script", ["predict.py", "bench_device.py"])
-def test_bundle_scripts_import_only_numpy_runtime_stdlib(script):
-    tree = ast.parse((B.TEMPLATE_DIR / script).read_text())
-    roots = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            assert node.level == 0, "relative imports do not work in a flat bundle"
-            roots.add(node.module.split(".")[0])
-        elif isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", "")) in (
-                "__import__", "import_module"):
-            pytest.fail(f"{script}: dynamic import at line {node.lineno}")
-    bad = {r for r in roots if r not in sys.stdlib_module_names and r not in ALLOWED_THIRD_PARTY}
-    assert not bad, f"{script} imports {bad}"
-    assert "numpy" in roots
-
-
-def test_every_shipped_runtime_has_a_predict_runner():
-    """export.runtimes names predict.py runners; each runner takes its row's delegate and files."""
-    pred = B.load_template_predict()
-    shipped = [r for r in RUNTIMES.values() if r.runner]
-    assert {r.runner for r in shipped} <= set(pred.RUNNERS) and shipped
-    for row in shipped:
-        runner = pred.RUNNERS[row.runner]
-        assert row.delegate in runner.delegates, row.name
-        assert set(runner.layouts) <= set(pred.LAYOUTS) and "features" in runner.layouts
-        for fmt in row.formats:
-            assert choose.bundle_formats()[fmt].suffix.endswith(runner.suffixes[0]), (row.name, fmt)
-
-
-def test_a_pair_file_kind_is_bundled_as_two_files(tmp_path, monkeypatch):
-    """A kind stored as two files (NCNN .param + .bin): both are found, listed and checked."""
-    pred = B.load_template_predict()
-    pair = pred.Runner(open=None, suffixes=(".param", ".bin"), layouts=("features", "nchw"), delegates=(None,))
-    (tmp_path / "model.param").write_text("p")
-    with pytest.raises(B.PrunedgeError, match="model.bin.*pair"):
-        B.model_files(tmp_path / "model.param", pair)
-    (tmp_path / "model.bin").write_bytes(b"b")
-    assert B.model_files(tmp_path / "model.param", pair) == (tmp_path / "model.param", tmp_path / "model.bin")
-    monkeypatch.setitem(pred.RUNNERS, "pair", pair)
-    files = {n: {"sha256": "0" * 64, "bytes": 1} for n in ("model.param", "model.bin", "classes.txt")}
-    manifest = {"model": {"files": ["model.param", "model.bin"], "runner": "pair", "delegate": None},
-                "input": {"layout": "nchw", "sample_shape": [2, 2, 1], "accepts": [[2, 2, 1], [4]]},
-                "output": {"classes_file": "classes.txt", "n_classes": 2}, "selftest": None, "files": files}
-    pred.check_consistency(manifest)
-    manifest["model"]["files"] = ["model.param"]
-    with pytest.raises(pred.BundleError, match="2 file"):
-        pred.check_consistency(manifest)
-
-
-# ---------------------------------------------------------------- class names and imported shapes
-
-def _imported_bundle(tmp_path, model: Model, *, data=None, config_data=None) -> Path:
-    root = tmp_path / "export"
-    kdir = export_kdir(model, root / "mine" / "dense" / "k00", formats=("onnx",))
-    if config_data is not None:
-        (root / "manifest.json").write_text(json.dumps({"config": {"data": str(config_data)}, "files": []}))
-    return B.make_bundle(kdir, fmt="onnx", out_root=tmp_path / "out", export_root=root,
-                         bench_root=tmp_path / "no-bench", data=data)
-
-
-def _imported_mlp(classes: int = 3) -> Model:
-    m = random_model([784, 16, classes], seed=4, method="dense", sparsity=0.0, physical="dense")
-    return m.with_layers(m.layers, framework="imported", source="mine.onnx")
-
-
-@pytest.mark.parametrize("source", ["none", "option", "export-config", "idx-dir"])
-def test_imported_model_class_names(tmp_path, images, source):
-    """3 classes: never Fashion-MNIST names; the labeled data's names when it carries them."""
-    names = ["cat", "dog", "bird"]
-    npz = tmp_path / "labeled.npz"
-    np.savez(npz, x=images[:30], y=np.arange(30) % 3, class_names=np.array(names))
-    idx_dir = tmp_path / "idx"
-    idx_dir.mkdir()
-    (idx_dir / describe.CLASS_NAMES_FILE).write_text("\n".join(names) + "\n")
-    kwargs = {"none": {}, "option": {"data": npz}, "export-config": {"config_data": npz},
-              "idx-dir": {"data": idx_dir}}[source]
-    path = _imported_bundle(tmp_path, _imported_mlp(), **kwargs)
-    want = ["0", "1", "2"] if source == "none" else names
-    assert (path / "classes.txt").read_text().splitlines() == want
-    assert manifest_of(path)["measured"]["accuracy"] is None  # no labels of its own data here
-    np.save(tmp_path / "x.npy", images[:20])
-    proc = run_script(path, "predict.py", tmp_path / "x.npy")
-    assert proc.returncode == 0, proc.stderr
-    printed = {line.split("\t")[2] for line in proc.stdout.splitlines()}
-    assert printed <= set(want) and not printed & set(CLASS_NAMES)
-
-
-def test_class_names_that_do_not_fit_are_refused(tmp_path, images):
-    npz = tmp_path / "labeled.npz"
-    np.savez(npz, x=images[:4], y=np.zeros(4, int), class_names=np.array(["a", "b"]))
-    with pytest.raises(B.PrunedgeError, match="2 class names for a model with 3 classes"):
-        _imported_bundle(tmp_path, _imported_mlp(), data=npz)
-
-
-def test_random_and_imported_models_get_indices_not_fashion_names(tmp_path):
-    m = random_model(WIDTHS, seed=1, method="dense", sparsity=0.0, physical="dense")  # framework "random"
-    path = _imported_bundle(tmp_path, m)
-    assert (path / "classes.txt").read_text().split() == [str(i) for i in range(10)]
-
-
-def test_imported_image_model_takes_its_own_shape(tmp_path):
-    """A 16x16 RGB CNN: accepts [n,16,16,3] or flat [n,768] (no [n,h,w]: 3 channels), fed NCHW to ONNX."""
-    model = small_cnn(seed=2, input_shape=(16, 16, 3), classes=4, framework="imported")
-    path = _imported_bundle(tmp_path, model)
-    spec = manifest_of(path)["input"]
-    assert (spec["sample_shape"], spec["layout"], spec["accepts"]) == ([16, 16, 3], "nchw", [[16, 16, 3], [768]])
-    x = np.random.default_rng(0).integers(0, 256, (7, 16, 16, 3), dtype=np.uint8)
-    np.save(tmp_path / "x.npy", x)
-    proc = run_script(path, "predict.py", tmp_path / "x.npy", "--logits", tmp_path / "l.npy", "-q")
-    assert proc.returncode == 0, proc.stderr
-    np.testing.assert_allclose(np.load(tmp_path / "l.npy"), model.forward(x.astype(np.float32) / 255),
-                               rtol=1e-4, atol=LOGIT_ATOL)
-    np.save(tmp_path / "bad.npy", x[..., 0])
-    assert_one_line_error(run_script(path, "predict.py", tmp_path / "bad.npy"),
-                          "[n, 16, 16, 3] or [n, 768]", "got [7, 16, 16]")
-    assert run_script(path, "predict.py", "--selftest").returncode == 0
-
-
-# ---------------------------------------------------------------- default choice and CLI
-
-def _bench_csv(root: Path, rows: list[dict]) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=B_COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({"source": "host", "framework": "torch", "format": "onnx", "variant": "fp32",
-                        "runtime": "onnxruntime", "threads": "1", "batch": "1", "status": "ok", **r})
-
-
-def test_default_choice_is_fastest_within_one_point(tmp_path):
-    exp = tmp_path / "export"
-    for k in ("k00", "k90", "k99"):
-        (exp / "torch" / "unit" / k).mkdir(parents=True)
-        (exp / "torch" / "unit" / k / "model.onnx").write_bytes(b"x")
-    _bench_csv(tmp_path / "bench", [
-        {"method": "dense", "sparsity": "0", "artifact": "torch/unit/k00/model.onnx", "p50_us": "100", "accuracy": "0.89"},
-        {"method": "unit", "sparsity": "90", "artifact": "torch/unit/k90/model.onnx", "p50_us": "20", "accuracy": "0.881"},
-        {"method": "unit", "sparsity": "99", "artifact": "torch/unit/k99/model.onnx", "p50_us": "5", "accuracy": "0.70"},
-        {"method": "unit", "sparsity": "90", "artifact": "torch/unit/k90/model.onnx", "p50_us": "1", "accuracy": "0.881",
-         "threads": "2"},
-    ])
-    path, runtime = B.choose_default("onnx", export_root=exp, bench_root=tmp_path / "bench")
-    assert path == exp / "torch" / "unit" / "k90" / "model.onnx" and runtime == "onnxruntime"
-    with pytest.raises(B.PrunedgeError, match="no default tflite artifact"):
-        B.choose_default("tflite", export_root=exp, bench_root=tmp_path / "bench")
-
-
 def test_cli_builds_a_bundle_and_errors_are_one_line(export_tree, tmp_path, capsys):
     root, _ = export_tree
     assert bundle_main(["--model", str(kdir_of(root, "cnn")), "--format", "onnx", "--export-root", str(root),
@@ -496,25 +332,6 @@ def test_tflite_delegate_none_is_kept(export_tree, tmp_path):
     assert proc.returncode == 0, proc.stderr
     with open(tmp_path / "d.csv", newline="") as f:
         assert [r["runtime"] for r in csv.DictReader(f)] == ["litert-builtin"]
-
-
-@pytest.mark.parametrize("defect,words", [("failed", "failed verification"), ("changed", "changed since export")])
-def test_refuses_failed_or_changed_export(export_tree, tmp_path, defect, words):
-    root, _ = export_tree
-    tree = tmp_path / "export"
-    shutil.copytree(root, tree)
-    entry = {"path": "torch/dense/k00/model.onnx", "variant": "fp32", "runtime": "onnxruntime",
-             "sha256": hashlib.sha256((tree / "torch/dense/k00/model.onnx").read_bytes()).hexdigest(),
-             "verify": {"status": "passed"}}
-    if defect == "failed":
-        entry["verify"] = {"status": "failed", "reason": "max_abs_diff 0.3 > 1e-4"}
-    else:
-        entry["sha256"] = "0" * 64
-    (tree / "manifest.json").write_text(json.dumps({"config": {}, "files": [entry]}))
-    with pytest.raises(B.PrunedgeError, match=words):
-        B.make_bundle(tree / "torch" / "dense" / "k00", fmt="onnx", out_root=tmp_path / "out",
-                      export_root=tree, bench_root=tmp_path / "no-bench")
-    assert not (tmp_path / "out" / "torch-dense-k00-fp32-onnx").exists()
 
 
 @pytest.mark.parametrize("script,args", [("predict.py", []), ("predict.py", ["--threads", "0", "x.npy"]),
