@@ -1,13 +1,18 @@
-"""Import trained MLPs we did not train: ONNX, Keras/SavedModel, PyTorch, TFLite -> `Model`.
+"""Import trained networks we did not train: ONNX, Keras/SavedModel, PyTorch, TFLite -> `Model`.
 
 `import_model(path, arch=None)` picks the importer from the file's magic bytes (zip
 contents, flatbuffer identifier, HDF5 signature, SavedModel directory), falling back to
-the suffix, through the one FORMATS table below. Each importer returns the layers only;
-provenance, validation and the optional arch cross-check happen here, once.
+the suffix, through the one FORMATS table below. Each importer walks its file through a
+`chain.Chain` and returns the layers; provenance, validation, BatchNorm folding and the
+optional arch cross-check happen here, once.
 
-Imported models take the flattened (row-major) input, e.g. [batch, 784] for 28x28
-images, whatever Flatten/Reshape the source had at its input. A final Softmax/LogSoftmax
-is not made a layer: it is recorded as meta["output_transform"] (argmax is unchanged).
+MLPs (a chain of dense layers) take the flattened (row-major) input, e.g. [batch, 784] for
+28x28 images, whatever Flatten/Reshape the source had at its input. CNNs take images
+channels-last, input_shape (h, w, c), whatever layout the source used (ONNX and PyTorch are
+NCHW: their kernels keep [out, in, kh, kw] and a Flatten after convolutions is recorded as
+channels-first). A final Softmax/LogSoftmax is not made a layer: it is recorded as
+meta["output_transform"] (argmax is unchanged). BatchNorm is folded into the layer before it
+(meta["batchnorm_folded"]).
 """
 from __future__ import annotations
 
@@ -20,9 +25,10 @@ from pathlib import Path
 from typing import Callable
 
 from pipeline.errors import fail
+from pipeline.fold import fold_batchnorm
 from pipeline.importers.arch import check_against, parse_arch
-from pipeline.importers.chain import apply_output_transform
-from pipeline.model import Model, dense_model
+from pipeline.importers.common import apply_output_transform
+from pipeline.model import Model, validate
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 TFLITE_ID = b"TFL3"  # flatbuffer file identifier, bytes 4..8
@@ -52,6 +58,12 @@ def _is_torch_state(path: Path, head: bytes) -> bool:
     return any(n.endswith("/data.pkl") for n in names) and not _is_torchscript(path, head)
 
 
+def _is_torch_export(path: Path, head: bytes) -> bool:
+    """torch.export.save's PT2 archive: a JSON graph and raw weight bytes."""
+    names = _zip_names(path) if head.startswith(b"PK") else []
+    return any(n.endswith("/models/model.json") or n.endswith("serialized_exported_program.json") for n in names)
+
+
 def _lazy(module: str, func: str) -> Callable:
     """Import the heavy framework module only when its format is actually used."""
     def load(path: Path, arch):
@@ -67,7 +79,7 @@ class Format:
     label: str  # for messages
     suffixes: tuple[str, ...]
     sniff: Callable[[Path, bytes], bool] | None  # content check, beats the suffix
-    load: Callable  # (path, arch: Arch | None) -> (weights, biases, activations, meta)
+    load: Callable  # (path, arch: Arch | ImageArch | None) -> chain.Described
     directory: bool = False
 
 
@@ -80,6 +92,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            _lazy("keras_import", "load_saved_model"), directory=True),
     Format("torchscript", "TorchScript", (".pt", ".pth", ".ts"), _is_torchscript, _lazy("torch_import", "load_torchscript")),
     Format("torch-state", "PyTorch state_dict", (".pt", ".pth", ".bin"), _is_torch_state, _lazy("torch_import", "load_state_dict")),
+    Format("torch-export", "torch.export program", (".pt2",), _is_torch_export, _lazy("pt2_import", "load")),
     Format("tflite", "TFLite", (".tflite",), lambda p, h: h[4:8] == TFLITE_ID, _lazy("tflite_import", "load")),
 )}
 
@@ -108,7 +121,7 @@ def detect_format(path: str | os.PathLike) -> str:
         raise fail(path, f"corrupt or truncated file: content is not a valid "
                          f"{' or '.join(f.label for f in by_suffix)} file")
     raise fail(path, "unknown model format (expected .onnx, .keras/.h5, .pt/.pth state_dict or "
-                     "TorchScript, .tflite, or a SavedModel directory)")
+                     "TorchScript, .pt2 torch.export program, .tflite, or a SavedModel directory)")
 
 
 def _check_zip_crc(path: Path) -> None:
@@ -137,21 +150,22 @@ def source_sha256(path: Path) -> str:
 
 
 def import_model(path: str | os.PathLike, *, arch: str | None = None) -> Model:
-    """A validated dense `Model` from a foreign file, with provenance in meta.
+    """A validated `Model` from a foreign file, BatchNorm folded, with provenance in meta.
 
-    `arch` ("784-300-100-10:relu") is required for PyTorch state_dicts (they hold no
-    activations) and, for every other format, checked against what the file contains.
-    Raises PrunedgeError (one line naming the file) for unsupported ops/layers,
-    corrupt files and mismatches."""
+    `arch` is required for PyTorch state_dicts (`784-300-100-10:relu`: they hold no
+    activations) and for TorchScript CNNs (`28x28x1`, HxWxC: TorchScript keeps no input size);
+    for every other file it is checked against what the file contains. Raises PrunedgeError
+    (one line naming the file) for unsupported ops/layers, corrupt files and mismatches."""
     path = Path(path)
     spec = parse_arch(arch) if arch is not None else None
     fmt = detect_format(path)
     _check_zip_crc(path)
-    weights, biases, activations, extra = FORMATS[fmt].load(path, spec)
-    model = dense_model(weights, biases, activations,
-                        framework="imported", source_format=fmt, source=path.name,
-                        source_sha256=source_sha256(path), method="dense", sparsity=0.0,
-                        physical="dense", **extra)
+    described = FORMATS[fmt].load(path, spec)
+    meta = {"framework": "imported", "source_format": fmt, "source": path.name,
+            "source_sha256": source_sha256(path), "method": "dense", "sparsity": 0.0, "physical": "dense",
+            **described.meta}
+    model = fold_batchnorm(Model(described.layers, meta, described.input_shape))
+    model = validate(model, str(path))
     if spec is not None:
         check_against(model, spec, path)
     return model

@@ -1,168 +1,99 @@
 """Keras `.keras`/`.h5` files and TensorFlow SavedModel directories -> layers.
 
-Keras files are loaded with `safe_mode=True` (no Lambda bytecode) and walked layer by
-layer: Dense (+ its activation), Activation/ReLU/LeakyReLU/Softmax layers, InputLayer,
-Flatten/Reshape at the input, Dropout-like layers (identity at inference). Nested
-Sequential/Functional models are walked recursively; every model must be a single chain.
-A SavedModel holds graphs, not layers, so it is converted to TFLite in memory (fp32,
-no optimisation: the weights are copied bit for bit) and read by the TFLite importer.
+Keras files are loaded with `safe_mode=True` (no Lambda bytecode) and walked layer by layer in
+data-flow order: a Sequential as a chain, a Functional model through its graph of nodes, so a
+residual `Add` joins two earlier tensors. Nested models are walked recursively. The layer table
+is `keras_layers.HANDLERS`; a layer called twice (shared weights) is refused.
+A SavedModel holds graphs, not layers, so it is converted to TFLite in memory (fp32, no
+optimisation: the weights are copied bit for bit) and read by the TFLite importer.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.errors import fail
-from pipeline.importers.chain import Chain, check_leaky_alpha
+from pipeline.importers.chain import Chain
+from pipeline.importers.keras_layers import HANDLERS
 
-# Keras activation names -> prunedge names (softmax/log_softmax become the output transform).
-KERAS_ACTIVATIONS = {"linear": "identity", "relu": "relu", "tanh": "tanh", "sigmoid": "sigmoid",
-                     "softmax": "softmax", "log_softmax": "log_softmax"}
-INFERENCE_IDENTITY = {"InputLayer", "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout",
-                      "AlphaDropout", "ActivityRegularization", "Identity"}
-KERAS_LEAKY_DEFAULT = 0.2  # keras.activations.leaky_relu's own default slope
+INPUT = "input"
 
 
 def _quiet_tf() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
-def _activation_name(fn, chain: Chain, where: str) -> str:
+def _is_model(layer) -> bool:
     import keras
-    name = keras.activations.serialize(fn)
-    name = name if isinstance(name, str) else str(name.get("config", name))
-    if name == "leaky_relu":  # the function form carries its default slope, 0.2
-        return check_leaky_alpha(KERAS_LEAKY_DEFAULT, chain.source, where)
-    if name not in KERAS_ACTIVATIONS:
-        raise fail(chain.source, f"{where}: activation {name!r} is not supported "
-                                 f"(supported: {', '.join(KERAS_ACTIVATIONS)}, LeakyReLU(0.01))")
-    return KERAS_ACTIVATIONS[name]
+    return isinstance(layer, keras.Model)
 
 
-def _dense(layer, chain, where):
-    if getattr(layer, "quantization_mode", None):
-        raise fail(chain.source, f"{where}: quantized Dense ({layer.quantization_mode}) is not supported")
-    shape = _input_shape(layer)
-    if shape is not None and len(shape) != 2:
-        raise fail(chain.source, f"{where}: Dense on a {len(shape)}-D input {list(shape)} is not "
-                                 "supported (flatten to [batch, features] first)")
-    kernel = np.asarray(layer.kernel.numpy())
-    bias = np.asarray(layer.bias.numpy()) if layer.use_bias else None
-    chain.linear(kernel, bias, where)  # Keras kernels are already [in, out]
-    chain.activation(_activation_name(layer.activation, chain, where), where)
-
-
-def _activation_layer(layer, chain, where):
-    chain.activation(_activation_name(layer.activation, chain, where), where)
-
-
-def _relu_layer(layer, chain, where):
-    cfg = layer.get_config()
-    if cfg.get("max_value") is not None or float(cfg.get("threshold", 0.0)) != 0.0:
-        raise fail(chain.source, f"{where}: ReLU with max_value/threshold is not supported")
-    slope = float(cfg.get("negative_slope", 0.0))
-    chain.activation("relu" if slope == 0.0 else check_leaky_alpha(slope, chain.source, where), where)
-
-
-def _leaky_layer(layer, chain, where):
-    cfg = layer.get_config()
-    slope = cfg.get("negative_slope", cfg.get("alpha", KERAS_LEAKY_DEFAULT))
-    chain.activation(check_leaky_alpha(slope, chain.source, where), where)
-
-
-def _softmax_layer(layer, chain, where):
-    axis = layer.get_config().get("axis", -1)
-    if axis not in (-1, 1, [-1], [1]):
-        raise fail(chain.source, f"{where}: Softmax over axis {axis} is not supported")
-    chain.output("softmax", where)
-
-
-def _reshape_layer(layer, chain, where):
-    target = layer.get_config().get("target_shape")
-    if target is not None and len(target) != 1:
-        raise fail(chain.source, f"{where}: Reshape to {list(target)} is not supported "
-                                 "(only to [features] at the input)")
-    chain.flatten(where)
-
-
-# Keras class name -> handler(layer, chain, where).
-HANDLERS = {
-    "Dense": _dense,
-    "Activation": _activation_layer,
-    "ReLU": _relu_layer,
-    "LeakyReLU": _leaky_layer,
-    "Softmax": _softmax_layer,
-    "Flatten": lambda layer, chain, where: chain.flatten(where),
-    "Reshape": _reshape_layer,
-    **{name: lambda layer, chain, where: None for name in INFERENCE_IDENTITY},
-}
-
-
-def _input_shape(layer):
-    try:
-        return tuple(layer.input.shape)
-    except (AttributeError, ValueError, RuntimeError):
-        return None
-
-
-def _flat_layers(model, prefix=""):
-    """(position, layer) of every leaf layer, nested models expanded, in chain order."""
-    import keras
+def _leaves(model, prefix=""):
+    """(position, layer) of every leaf layer, nested models expanded, in model.layers order."""
     out = []
     for i, layer in enumerate(model.layers):
         pos = f"{prefix}{i}"
-        if isinstance(layer, keras.Model):
-            out.extend(_flat_layers(layer, prefix=f"{pos}."))
-        else:
-            out.append((pos, layer))
+        out.extend(_leaves(layer, f"{pos}.") if _is_model(layer) else [(pos, layer)])
     return out
 
 
-def _check_single_chain(model, source) -> None:
-    """Functional models must be a straight line: each layer fed only by the one before."""
+def _where(pos: str, layer) -> str:
+    return f"{type(layer).__name__} (layer {pos} '{layer.name}')"
+
+
+def _call(layer, pos, chain, srcs, out):
+    """Walk one layer (or nested model) reading tensors `srcs`; its output is named `out`."""
+    if _is_model(layer):
+        if len(srcs) != 1:
+            raise fail(chain.source, f"{_where(pos, layer)}: a nested model with {len(srcs)} inputs")
+        chain.alias(_walk(layer, chain, srcs[0], f"{pos}."), out, _where(pos, layer))
+    else:
+        HANDLERS[type(layer).__name__](layer, chain, _where(pos, layer), srcs, out)
+
+
+def _walk(model, chain, src, prefix: str):
+    """Walk `model` reading tensor `src`; returns the name of its output tensor."""
     import keras
-    if isinstance(model, keras.Sequential) or not hasattr(model, "inputs"):
-        return
+    if isinstance(model, keras.Sequential):
+        seen = set()
+        for i, layer in enumerate(model.layers):
+            if id(layer) in seen:
+                raise fail(chain.source, f"{_where(f'{prefix}{i}', layer)}: shared layers are not supported")
+            seen.add(id(layer))
+            out = (id(model), i)
+            _call(layer, f"{prefix}{i}", chain, [src], out)
+            src = out
+        return src
     if len(model.inputs) != 1 or len(model.outputs) != 1:
-        raise fail(source, f"expected one input and one output, got {len(model.inputs)} and {len(model.outputs)}")
-    previous = None
-    for i, layer in enumerate(model.layers):
-        if type(layer).__name__ == "InputLayer":
-            previous = layer
-            continue
-        try:
-            feeds_from = layer.input
-        except (AttributeError, ValueError, RuntimeError):
-            feeds_from = None
-        if previous is not None and (isinstance(feeds_from, (list, tuple)) or feeds_from is not previous.output):
-            raise fail(source, f"layer {i} '{layer.name}': not fed by the previous layer alone "
-                               "(branches, merges and shared layers are not supported)")
-        previous = layer
-    if previous is not None and model.outputs[0] is not previous.output:
-        raise fail(source, "the model output is not the last layer's output")
+        raise fail(chain.source, f"expected one input and one output, got {len(model.inputs)} and {len(model.outputs)}")
+    chain.alias(src, id(model.inputs[0]), f"model '{model.name}'")
+    positions = {id(layer): f"{prefix}{i}" for i, layer in enumerate(model.layers)}
+    called = set()
+    for depth in sorted(model._nodes_by_depth, reverse=True):  # Keras' own execution order
+        for node in model._nodes_by_depth[depth]:
+            layer = node.operation
+            if node.is_input or type(layer).__name__ == "InputLayer":
+                continue
+            pos = positions.get(id(layer), "?")
+            if id(layer) in called or len(node.outputs) != 1:
+                raise fail(chain.source, f"{_where(pos, layer)}: shared layers and multiple outputs are not supported")
+            called.add(id(layer))
+            _call(layer, pos, chain, [id(t) for t in node.input_tensors], id(node.outputs[0]))
+    return id(model.outputs[0])
 
 
-def _walk(model, source: str):
-    import keras
-    _check_single_chain(model, source)
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            _check_single_chain(layer, source)
-    leaves = _flat_layers(model)
-    unsupported = [f"{type(l).__name__} (layer {pos} '{l.name}')" for pos, l in leaves
-                   if type(l).__name__ not in HANDLERS]
+def describe(model, source: str):
+    """`chain.Described` from a loaded Keras model."""
+    unsupported = [_where(pos, l) for pos, l in _leaves(model) if type(l).__name__ not in HANDLERS]
     if unsupported:
         raise fail(source, f"unsupported layers: {', '.join(unsupported)}")
-    chain = Chain(source)
-    for pos, layer in leaves:
-        HANDLERS[type(layer).__name__](layer, chain, f"{type(layer).__name__} (layer {pos} '{layer.name}')")
-    return chain.result()
+    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    chain = Chain(source, INPUT, shape, list(shape) if shape is not None else None)
+    return chain.result(_walk(model, chain, INPUT, ""))
 
 
 def load(path: Path, arch=None):
-    """(weights, biases, activations, meta) from a .keras (or legacy .h5) file."""
+    """`chain.Described` from a .keras (or legacy .h5) file."""
     _quiet_tf()
     import keras
     try:
@@ -170,11 +101,11 @@ def load(path: Path, arch=None):
     except Exception as e:  # zip/h5/deserialisation errors come in many types
         raise fail(path, f"corrupt or unreadable Keras file ({type(e).__name__}: "
                          f"{(str(e).splitlines() or [''])[0][:200]})") from None
-    return _walk(model, str(path))
+    return describe(model, str(path))
 
 
 def load_saved_model(path: Path, arch=None):
-    """(weights, biases, activations, meta) from a SavedModel dir, via an in-memory TFLite."""
+    """`chain.Described` from a SavedModel dir, via an in-memory TFLite."""
     _quiet_tf()
     import tensorflow as tf
     from pipeline.importers import tflite_import

@@ -1,8 +1,9 @@
-"""ONNX -> layers: a chain of Gemm or MatMul(+Add) with elementwise activations between.
+"""ONNX -> layers: dense chains (Gemm, MatMul + Add) and CNNs (Conv, BatchNormalization, pools).
 
-Weights come from initializers or Constant nodes. Shape side-computations that only feed
-an input Reshape (Shape/Gather/Unsqueeze/Concat..., as torch.onnx emits for
-`x.view(x.size(0), -1)`) are allowed; any other op is refused by name and position.
+Weights come from initializers, Constant nodes or an Identity of either. Shape side-computations
+(Shape/Gather/Unsqueeze/Concat..., as torch.onnx emits for `x.view(x.size(0), -1)`) are allowed
+as long as they do not read the layer data; any other op is refused by name and position. The
+op table is `onnx_ops.HANDLERS`; the input [N, C, H, W] becomes the description's (h, w, c).
 """
 from __future__ import annotations
 
@@ -11,85 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.errors import fail
-from pipeline.importers.chain import Chain, check_leaky_alpha, float_array
+from pipeline.importers.chain import Chain
+from pipeline.importers.onnx_ops import HANDLERS
 
-# Ops whose outputs are shapes/indices, tolerated only as feeders of an input Reshape.
+# Ops computing shapes/indices: tolerated while they do not read the layer data (Shape may: it
+# reads only the size). Squeeze also has a handler, for [N, C, 1, 1] after a global pool.
 SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "ConstantOfShape"}
-ELEMENTWISE = {"Relu": "relu", "Tanh": "tanh", "Sigmoid": "sigmoid"}
-PASS_THROUGH = {"Identity", "Dropout"}  # Dropout is the identity at inference
-
-
-def _attrs(node) -> dict:
-    import onnx
-    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-
-
-def _where(i: int, node) -> str:
-    return f"{node.op_type} (node {i}" + (f" '{node.name}')" if node.name else ")")
-
-
-def _gemm(chain, node, where, const, attrs):
-    if attrs.get("transA", 0):
-        raise fail(chain.source, f"{where}: Gemm with transA=1 is not supported")
-    w = float_array(const(node.input[1]), chain.source, where)
-    w = w.T if attrs.get("transB", 0) else w
-    alpha, beta = np.float32(attrs.get("alpha", 1.0)), np.float32(attrs.get("beta", 1.0))
-    w = w if alpha == 1 else alpha * w
-    bias = None
-    if len(node.input) > 2 and node.input[2]:
-        bias = float_array(const(node.input[2]), chain.source, where)
-        bias = bias if beta == 1 else beta * bias
-    chain.linear(w, bias, where)
-
-
-def _matmul(chain, node, where, const, attrs):
-    chain.linear(const(node.input[1]), None, where)
-
-
-def _add(chain, node, where, const, attrs):
-    chain.add_bias(const(node.input[1]), where)
-
-
-def _leaky(chain, node, where, const, attrs):
-    chain.activation(check_leaky_alpha(attrs.get("alpha", 0.01), chain.source, where), where)
-
-
-def _flatten(chain, node, where, const, attrs):
-    if attrs.get("axis", 1) != 1:
-        raise fail(chain.source, f"{where}: Flatten axis {attrs['axis']} is not supported (only 1)")
-    chain.flatten(where)
-
-
-def _reshape(chain, node, where, const, attrs):
-    target = const(node.input[1], required=False)
-    if target is not None and (target.ndim != 1 or target.size != 2):
-        raise fail(chain.source, f"{where}: Reshape to {target.tolist()} is not supported "
-                                 "(only to [batch, features] at the input)")
-    chain.flatten(where)
-
-
-def _softmax(name):
-    def handler(chain, node, where, const, attrs):
-        if attrs.get("axis", -1) not in (-1, 1):
-            raise fail(chain.source, f"{where}: {node.op_type} over axis {attrs['axis']} is not supported")
-        chain.output(name, where)
-    return handler
-
-
-def _activation(name):
-    return lambda chain, node, where, const, attrs: chain.activation(name, where)
-
-
-# op_type -> handler(chain, node, where, const, attrs); the data input is always input[0]
-# except for Add, whose operands may come in either order (normalised before the call).
-HANDLERS = {
-    "Gemm": _gemm, "MatMul": _matmul, "Add": _add,
-    **{op: _activation(name) for op, name in ELEMENTWISE.items()},
-    "LeakyRelu": _leaky,
-    **{op: _activation("identity") for op in PASS_THROUGH},
-    "Flatten": _flatten, "Reshape": _reshape,
-    "Softmax": _softmax("softmax"), "LogSoftmax": _softmax("log_softmax"),
-}
 
 
 def _read(path: Path):
@@ -104,18 +32,53 @@ def _read(path: Path):
     return model
 
 
+def _attrs(node) -> dict:
+    import onnx
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _where(i: int, node) -> str:
+    return f"{node.op_type} (node {i}" + (f" '{node.name}')" if node.name else ")")
+
+
 def load(path: Path, arch=None):
-    """(weights, biases, activations, meta) from an ONNX file; see the module docstring."""
-    from onnx import numpy_helper
-    model = _read(path)
-    graph = model.graph
-    consts = {t.name: t for t in graph.initializer}
-    values: dict[str, np.ndarray] = {t.values.name: _dense_from_sparse(t, path) for t in graph.sparse_initializer}
+    """`chain.Described` from an ONNX file; see the module docstring."""
+    graph = _read(path).graph
+    values, const = _constants(graph, path)
     unsupported = [_where(i, n) for i, n in enumerate(graph.node)
                    if n.domain not in ("", "ai.onnx")
                    or n.op_type not in HANDLERS and n.op_type not in SHAPE_OPS | {"Constant"}]
     if unsupported:
         raise fail(path, f"unsupported ops: {', '.join(unsupported)}")
+    inputs = [i for i in graph.input if i.name not in values and const(i.name, required=False) is None]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise fail(path, f"expected one input and one output, got {len(inputs)} and {len(graph.output)}")
+    chain = Chain(str(path), inputs[0].name, *_input_shape(inputs[0]))
+    for i, node in enumerate(graph.node):
+        where = _where(i, node)
+        data = [n for n in node.input if chain.has(n)]
+        if node.op_type == "Constant" or node.op_type == "Shape":
+            continue
+        if not data:
+            if node.op_type == "Identity":  # torch.onnx shares weights through Identity nodes
+                values[node.output[0]] = const(node.input[0])
+            elif node.op_type not in SHAPE_OPS:
+                raise fail(path, f"{where}: does not read the layer data (no constant folding is done here)")
+            continue
+        if node.op_type not in HANDLERS:
+            raise fail(path, f"{where}: {node.op_type} on the layer data is not supported")
+        inputs_in_order = list(node.input)
+        if node.op_type == "Add" and len(inputs_in_order) == 2 and not chain.has(inputs_in_order[0]):
+            inputs_in_order.reverse()  # bias first (b + xW) is still a bias
+        HANDLERS[node.op_type](chain, _NodeView(node, inputs_in_order), where, const, _attrs(node))
+    return chain.result(graph.output[0].name, f"graph output {graph.output[0].name!r}")
+
+
+def _constants(graph, path):
+    """(values, const): every constant tensor by name, and a reader that refuses non-constants."""
+    from onnx import numpy_helper
+    consts = {t.name: t for t in graph.initializer}
+    values: dict[str, np.ndarray] = {t.values.name: _dense_from_sparse(t, path) for t in graph.sparse_initializer}
     for node in graph.node:
         if node.op_type == "Constant":
             values[node.output[0]] = _constant_value(node, path)
@@ -130,34 +93,17 @@ def load(path: Path, arch=None):
             raise fail(path, f"tensor {name!r} is not a constant initializer "
                              "(weights must be stored in the file)")
         return None
+    return values, const
 
-    inputs = [i for i in graph.input if i.name not in consts and i.name not in values]
-    if len(inputs) != 1 or len(graph.output) != 1:
-        raise fail(path, f"expected one input and one output, got {len(inputs)} and {len(graph.output)}")
-    chain = Chain(str(path))
-    current = inputs[0].name
-    on_chain = {current}  # every activation tensor so far: only `current` may be read again
-    for i, node in enumerate(graph.node):
-        where = _where(i, node)
-        if node.op_type == "Constant":
-            continue
-        if node.op_type in SHAPE_OPS:
-            if on_chain.intersection(node.input) and not (node.op_type == "Shape" and current == inputs[0].name):
-                raise fail(path, f"{where}: {node.op_type} on the layer data is not supported")
-            continue
-        data_inputs = list(node.input)
-        if node.op_type == "Add" and len(data_inputs) == 2 and data_inputs[1] == current:
-            data_inputs.reverse()
-        if not data_inputs or data_inputs[0] != current or on_chain.intersection(data_inputs[1:]):
-            raise fail(path, f"{where}: does not continue the single chain from the input "
-                             "(branches and skip connections are not supported)")
-        HANDLERS[node.op_type](chain, _NodeView(node, data_inputs), where, const, _attrs(node))
-        current = node.output[0]
-        on_chain.add(current)
-    if current != graph.output[0].name:
-        raise fail(path, f"graph output {graph.output[0].name!r} is not the end of the layer chain")
-    _check_input_width(inputs[0], chain, path)
-    return chain.result()
+
+def _input_shape(graph_input):
+    """(description shape, the file's shape for messages): [N, C, H, W] -> (h, w, c); None if unknown."""
+    dims = graph_input.type.tensor_type.shape.dim
+    per_sample = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
+    if not per_sample:
+        return None, None
+    shape = (per_sample[1], per_sample[2], per_sample[0]) if len(per_sample) == 3 else tuple(per_sample)
+    return shape, per_sample
 
 
 class _NodeView:
@@ -194,18 +140,3 @@ def _dense_from_sparse(sparse, path) -> np.ndarray:
     except (IndexError, ValueError) as e:
         raise fail(path, f"sparse tensor {sparse.values.name!r} has invalid indices ({e})") from None
     return dense
-
-
-def _check_input_width(graph_input, chain: Chain, path: Path) -> None:
-    """If the input's feature dims are static, their product must be the first layer's width."""
-    dims = graph_input.type.tensor_type.shape.dim
-    feature_dims = [d.dim_value if d.HasField("dim_value") else None for d in dims[1:]]
-    if not feature_dims or None in feature_dims:
-        return
-    width = int(np.prod(feature_dims))
-    if len(feature_dims) > 1 and not chain.flattened:
-        raise fail(path, f"input has shape {[d for d in feature_dims]} per example but no "
-                         "Flatten/Reshape before the first layer")
-    if width != chain.weights[0].shape[0]:
-        raise fail(path, f"input has {width} features but the first layer takes "
-                              f"{chain.weights[0].shape[0]}")

@@ -2,8 +2,12 @@
 
 A state_dict is read with `torch.load(weights_only=True)` (no arbitrary unpickling); it
 holds no activations, so the caller's arch string (`784-300-100-10:relu`) supplies them
-and is checked tensor by tensor. A TorchScript file is frozen (weights become constants,
-dropout and control flow on `training` fold away) and its graph walked op by op.
+and is checked tensor by tensor. A CNN's state_dict is refused: its strides, padding,
+pooling, flatten and residual wiring live only in the Python class, which we never run;
+TorchScript, torch.export (.pt2) and ONNX files carry them. A TorchScript file is frozen
+(weights become constants, dropout and control flow on `training` fold away; BatchNorm is
+kept, to be folded by `pipeline.fold`) and its graph walked op by op through
+`aten_ops.HANDLERS`. TorchScript keeps no input size, so a CNN needs `--arch HxWxC`.
 """
 from __future__ import annotations
 
@@ -11,10 +15,10 @@ import pickle
 import warnings
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.errors import fail
-from pipeline.importers.chain import Chain, check_leaky_alpha
+from pipeline.importers.aten_ops import HANDLERS
+from pipeline.importers.arch import ImageArch
+from pipeline.importers.chain import Chain
 
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model")  # common checkpoint nestings
 
@@ -44,10 +48,15 @@ def _read_state_dict(path: Path) -> dict:
 
 def load_state_dict(path: Path, arch=None):
     """Linear layers in state_dict order: `<name>.weight` [out, in] and optional `<name>.bias`."""
+    state = _read_state_dict(path)
+    conv = next((f"'{k}' {list(t.shape)}" for k, t in state.items() if t.ndim == 4), None)
+    if conv or isinstance(arch, ImageArch):
+        raise fail(path, f"a CNN state_dict ({conv or 'with an image input'}) holds no strides, padding, "
+                         "pooling or wiring, which live in Python code we never run: save a TorchScript "
+                         "(torch.jit.trace/script) or torch.export (.pt2) program, or export ONNX")
     if arch is None:
         raise fail(path, "a PyTorch state_dict holds no activations: pass an arch string "
                          "like 784-300-100-10:relu (widths, hidden activation)")
-    state = _read_state_dict(path)
     linears: dict[str, dict] = {}
     unsupported = []
     keys = list(state)
@@ -67,7 +76,8 @@ def load_state_dict(path: Path, arch=None):
     if len(linears) != expected:
         raise fail(path, f"arch {arch} has {expected} layers but the file has {len(linears)} "
                               f"Linear layers ({', '.join(linears) or 'none'})")
-    chain = Chain(str(path))
+    chain = Chain(str(path), "x", (arch.widths[0],))
+    src = "x"
     for n, (prefix, entry) in enumerate(linears.items()):
         wkey, w = entry["weight"]
         want = [arch.widths[n + 1], arch.widths[n]]
@@ -75,67 +85,18 @@ def load_state_dict(path: Path, arch=None):
             raise fail(path, f"arch {arch} expects layer {n} weight {want} ([out, in]) "
                                   f"but '{wkey}' is {list(w.shape)}")
         bias = entry["bias"][1].detach().numpy() if "bias" in entry else None
-        chain.linear(w.detach().float().numpy().T, bias, f"layer {n} '{prefix}'")
-        chain.activation(arch.activations[n], f"layer {n} '{prefix}'")
-    return chain.result()
+        chain.linear(src, prefix, w.detach().float().numpy().T, bias, f"layer {n} '{prefix}'")
+        chain.activation(prefix, prefix, arch.activations[n], f"layer {n} '{prefix}'")
+        src = prefix
+    return chain.result(src)
 
 
 # ---------------------------------------------------------------- TorchScript
 
-def _aten_activation(name):
-    return lambda chain, args, where: chain.activation(name, where)
-
-
-def _linear(chain, args, where):
-    chain.linear(args(1).detach().numpy().T, _tensor_or_none(args(2)), where)
-
-
-def _tensor_or_none(v):
-    return None if v is None else v.detach().numpy()
-
-
-def _leaky(chain, args, where):
-    chain.activation(check_leaky_alpha(args(1, 0.01), chain.source, where), where)
-
-
-def _softmax(name):
-    def handler(chain, args, where):
-        if args(1) not in (1, -1) or args(2) is not None:
-            raise fail(chain.source, f"{where}: {name} over dim {args(1)} / dtype {args(2)} is not supported")
-        chain.output(name, where)
-    return handler
-
-
-def _flatten(chain, args, where):
-    if args(1, 1) != 1 or args(2, -1) != -1:
-        raise fail(chain.source, f"{where}: flatten({args(1)}, {args(2)}) is not supported (only 1..-1)")
-    chain.flatten(where)
-
-
-def _reshape(chain, args, where):
-    shape = args(1)
-    if isinstance(shape, (list, tuple)) and len(shape) != 2:
-        raise fail(chain.source, f"{where}: reshape to {list(shape)} is not supported (only [batch, features])")
-    chain.flatten(where)
-
-
-def _identity(chain, args, where):
-    return None
-
-
-# aten op (in-place variants share the handler) -> handler(chain, args, where)
-HANDLERS = {
-    "aten::linear": _linear,
-    "aten::relu": _aten_activation("relu"), "aten::tanh": _aten_activation("tanh"),
-    "aten::sigmoid": _aten_activation("sigmoid"), "aten::leaky_relu": _leaky,
-    "aten::softmax": _softmax("softmax"), "aten::log_softmax": _softmax("log_softmax"),
-    "aten::flatten": _flatten, "aten::reshape": _reshape, "aten::view": _reshape,
-    "aten::dropout": _identity, "aten::feature_dropout": _identity, "aten::contiguous": _identity,
-    "aten::detach": _identity,
-}
 # Ops computing sizes for a view/reshape; they never touch the data values.
 SHAPE_OPS = {"prim::Constant", "prim::ListConstruct", "aten::size", "prim::NumToTensor", "aten::Int",
              "prim::TupleConstruct"}
+CONVOLUTIONS = {"aten::conv2d", "aten::_convolution"}
 
 
 def _kind(node) -> str:
@@ -144,54 +105,78 @@ def _kind(node) -> str:
     return kind[:-1] if in_place else kind
 
 
-def load_torchscript(path: Path, arch=None):
-    """(weights, biases, activations, meta) from a TorchScript (torch.jit.save) archive."""
+class _ScriptCall:
+    """One TorchScript node as `aten_ops` handlers see it (arguments are positional)."""
+
+    def __init__(self, node, consts: dict, source: str, where: str):
+        self.ins, self.consts, self.source, self.where = list(node.inputs()), consts, source, where
+        self.out = list(node.outputs())[0].unique()
+
+    def src(self, k: int):
+        return self.ins[k].unique() if k < len(self.ins) else None
+
+    def known(self, k: int) -> bool:
+        """Is argument k a constant (not computed at run time, like a view's size)?"""
+        return k >= len(self.ins) or self.ins[k].unique() in self.consts
+
+    def arg(self, k: int, default=None, name: str | None = None):
+        if k >= len(self.ins):
+            return default
+        if not self.known(k):
+            raise fail(self.source, f"{self.where}: argument {k} is computed at run time, not stored")
+        value = self.consts[self.ins[k].unique()]
+        return value.detach().cpu().numpy() if hasattr(value, "detach") else value
+
+
+def _frozen_graph(path: Path):
     import torch
     try:
         with warnings.catch_warnings():  # torch.jit is deprecated upstream but still the reader
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(str(path), map_location="cpu")
-            frozen = torch.jit.freeze(module.eval())
+            # optimize_numerics=False keeps BatchNorm, so pipeline.fold folds it (in float64, recorded)
+            return torch.jit.freeze(module.eval(), optimize_numerics=False).graph
     except Exception as e:  # RuntimeError for bad archives, many others for odd modules
         raise fail(path, f"corrupt or unsupported TorchScript file ({type(e).__name__}: {_first_line(e)})") from None
-    graph = frozen.graph
+
+
+def load_torchscript(path: Path, arch=None):
+    """`chain.Described` from a TorchScript (torch.jit.save) archive."""
+    graph = _frozen_graph(path)
     nodes = list(graph.nodes())
     unsupported = [f"{_kind(n)} (node {i})" for i, n in enumerate(nodes)
                    if _kind(n) not in HANDLERS and _kind(n) not in SHAPE_OPS]
     if unsupported:
         raise fail(path, f"unsupported ops: {', '.join(unsupported)}")
-    graph_inputs = list(graph.inputs())
-    if len(graph_inputs) != 2 or len(list(graph.outputs())) != 1:
+    graph_inputs, outputs = list(graph.inputs()), list(graph.outputs())
+    if len(graph_inputs) != 2 or len(outputs) != 1:
         raise fail(path, f"expected forward(self, x) with one output, got "
-                              f"{len(graph_inputs) - 1} inputs and {len(list(graph.outputs()))} outputs")
+                              f"{len(graph_inputs) - 1} inputs and {len(outputs)} outputs")
+    image = isinstance(arch, ImageArch)
+    if not image and any(_kind(n) in CONVOLUTIONS for n in nodes):
+        raise fail(path, "TorchScript keeps no input size, which a CNN needs: pass it as --arch HxWxC "
+                         "(channels last, e.g. 28x28x1)")
+    h, w, c = arch.shape if image else (None, None, None)
+    chain = Chain(str(path), graph_inputs[1].unique(), arch.shape if image else None, [c, h, w] if image else None)
+    consts = _constants(nodes)
+    for i, node in enumerate(nodes):
+        kind, where = _kind(node), f"{_kind(node)} (node {i})"
+        reads_data = any(chain.has(v.unique()) for v in node.inputs())
+        if kind in SHAPE_OPS:
+            if reads_data and kind != "aten::size":
+                raise fail(path, f"{where}: {kind} on the layer data is not supported")
+            continue
+        if not reads_data:
+            raise fail(path, f"{where}: does not read the layer data (no constant folding is done here)")
+        HANDLERS[kind](chain, _ScriptCall(node, consts, str(path), where))
+    return chain.result(outputs[0].unique())
+
+
+def _constants(nodes) -> dict:
     consts = {}
     for n in nodes:
         if n.kind() == "prim::Constant":
             consts[n.output().unique()] = n.output().toIValue()
         elif n.kind() == "prim::ListConstruct" and all(i.unique() in consts for i in n.inputs()):
             consts[n.output().unique()] = [consts[i.unique()] for i in n.inputs()]
-    chain = Chain(str(path))
-    current = graph_inputs[1]
-    for i, node in enumerate(nodes):
-        kind, where = _kind(node), f"{_kind(node)} (node {i})"
-        ins = list(node.inputs())
-        if kind in SHAPE_OPS:
-            if any(v.unique() == current.unique() for v in ins) and not (
-                    kind == "aten::size" and current.unique() == graph_inputs[1].unique()):
-                raise fail(path, f"{where}: {kind} on the layer data is not supported")
-            continue
-        if not ins or ins[0].unique() != current.unique():
-            raise fail(path, f"{where}: does not continue the single chain from the input "
-                             "(branches and skip connections are not supported)")
-
-        def args(k, default=None, ins=ins):
-            return consts.get(ins[k].unique(), default) if k < len(ins) else default
-        if kind == "aten::linear" and not all(v.unique() in consts for v in ins[1:3]):
-            raise fail(path, f"{where}: weight is computed at run time, not stored")
-        if kind in ("aten::dropout", "aten::feature_dropout") and args(2) is not False:
-            raise fail(path, f"{where}: dropout in training mode")
-        HANDLERS[kind](chain, args, where)
-        current = node.output()
-    if list(graph.outputs())[0].unique() != current.unique():
-        raise fail(path, "the model output is not the end of the layer chain")
-    return chain.result()
+    return consts
