@@ -346,6 +346,8 @@ def sha256_file(path: Path) -> str:
 def load_manifest(bundle_dir: Path = HERE) -> dict:
     """manifest.json, parsed and checked against MANIFEST and check_consistency."""
     path = Path(bundle_dir) / "manifest.json"
+    if Path(os.path.realpath(path)).parent != Path(os.path.realpath(bundle_dir)):
+        raise BundleError(f"{path}: a link that leads out of the bundle; refusing to run")
     try:
         with open(path, "rb") as f:
             raw = f.read(MAX_MANIFEST_BYTES + 1)
@@ -367,14 +369,10 @@ def load_manifest(bundle_dir: Path = HERE) -> dict:
 class Bundle:
     """A bundle directory whose manifest passed its schema and whose files match their hashes."""
 
-    def __init__(self, directory: Path = HERE, verify: bool = True):
+    def __init__(self, directory: Path = HERE):
         self.dir = Path(directory).resolve()
         self.manifest = load_manifest(self.dir)
-        if verify:
-            self.verify_files()
-
-    def where(self) -> Path:
-        return self.dir / "manifest.json"
+        self.verify_files()
 
     def path(self, name: str) -> Path:
         """`name` (a schema-checked plain name) in the bundle; a link that leads out of it is refused."""
@@ -449,12 +447,12 @@ class Model:
     """A loaded model: float32 [n, *sample_shape] (channels-last) in, float32 logits [n, classes] out."""
 
     def __init__(self, session, input_spec: dict, n_classes: int, where):
-        self.session, self.spec, self.n_classes, self.where = session, input_spec, n_classes, where
+        self.session, self.n_classes, self.where = session, n_classes, where
         self.layout = LAYOUTS[input_spec["layout"]]
         self.runtime = getattr(session, "runtime", "")
         declared = session.io_spec()["input"]["shape"][1:]
         want = self.layout.declared(input_spec["sample_shape"])
-        if [d for d in declared] != want:
+        if list(declared) != want:
             raise BundleError(f"{where}: the file takes [n, {', '.join(map(str, declared))}] but manifest.json "
                               f"input ({input_spec['layout']}, {input_spec['sample_shape']}) gives [n, "
                               f"{', '.join(map(str, want))}]")
@@ -621,7 +619,7 @@ def parse_args(argv):
 def selftest(bundle: Bundle, model: Model) -> dict:
     st = bundle.manifest["selftest"]
     if not st:
-        raise BundleError(f"{bundle.where()}: this bundle has no self-test data")
+        raise BundleError(f"{bundle.dir / 'manifest.json'}: this bundle has no self-test data")
     path = bundle.dir / st["file"]
     x = to_pixels(read_npy(path, bundle.read(st["file"])), path, bundle.manifest["input"])
     if len(x) != len(st["classes"]):

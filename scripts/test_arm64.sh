@@ -11,7 +11,8 @@
 #   ARM64_CACHE=/var/cache/prunedge-arm64  userland + qemu cache, reused when present
 #   ARM64_FORMATS="onnx tflite"            bundles to build and check
 #   ARM64_BUNDLES="dir dir"                check these bundle directories instead of building
-#   ARM64_BUNDLE_ARGS="--model DIR ..."    extra arguments for python -m bundle
+#   ARM64_BUNDLE_ARGS="--model DIR ..."    extra arguments for python -m bundle (a CNN k-dir works too:
+#                                          images.npy is uint8 [n, 28, 28], which MLP and CNN bundles take)
 #   ARM64_N=1000                           test images to classify
 #   ARM64_OUT=artifacts/arm64              where result.json and per-bundle outputs go
 # Without artifacts/export/manifest.json the bundles are made from a random-weight network of the
@@ -26,7 +27,7 @@ OUT=$(realpath -m "${ARM64_OUT:-artifacts/arm64}")
 N=${ARM64_N:-1000}
 FORMATS=${ARM64_FORMATS:-onnx tflite}
 
-if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 [ $# -eq 0 ] || { echo "error: $1: no arguments expected (configure with ARM64_* variables, see --help)" >&2; exit 2; }
 
 # shellcheck source=scripts/arm64_env.sh
@@ -84,7 +85,8 @@ from export import formats as F
 from export.kdir import export_kdir
 from export.manifest import write_manifest
 from export.verify import fashion_mnist
-from pipeline.model import random_model, save
+from pipeline.model import random_model
+from pipeline.model_io import save
 root = Path(sys.argv[1])
 kdir = root / "torch" / "dense" / "k00"
 model = random_model([784, 1000, 1000, 500, 200, 10], seed=0, method="dense", sparsity=0.0, physical="dense")
@@ -200,7 +202,7 @@ for b in bundles:
     name = b.name
     m = json.loads((b / "manifest.json").read_text())
     entry = {"format": m["model"]["format"], "variant": m["model"]["variant"], "artifact": m["model"]["artifact"],
-             "requirements": m["requirements"]}
+             "input": {k: m["input"][k] for k in ("layout", "sample_shape")}, "requirements": m["requirements"]}
     d = out / name
     if (d / "arm64_preds.npy").is_file():
         host, arm = np.load(d / "host_preds.npy"), np.load(d / "arm64_preds.npy")

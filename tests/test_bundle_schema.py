@@ -234,6 +234,11 @@ def test_links_out_of_the_bundle_are_refused(made, tmp_path, how, name):
         assert_ok_or_one_line(rc, err, name, "leads out of the bundle")
 
 
+def test_manifest_linked_from_outside_is_refused(made, tmp_path):
+    target = tampered(made, tmp_path, [("symlink", "manifest.json", "outside-copy")])
+    assert_ok_or_one_line(*run_in_process(predict, ["--verify-only"], target), "manifest.json", "leads out")
+
+
 def test_link_inside_the_bundle_is_checked_like_a_file(made, tmp_path):
     target = tampered(made, tmp_path, [("symlink", "classes.txt", "inside")])  # -> README.md: wrong hash
     assert_ok_or_one_line(*run_in_process(predict, ["--verify-only"], target), "classes.txt", "size")

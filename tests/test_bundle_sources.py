@@ -208,3 +208,18 @@ def test_refuses_failed_or_changed_export(tmp_path, defect, words):
         B.make_bundle(tree / "torch" / "dense" / "k00", fmt="onnx", out_root=tmp_path / "out",
                       export_root=tree, bench_root=tmp_path / "no-bench")
     assert not (tmp_path / "out" / "torch-dense-k00-fp32-onnx").exists()
+
+
+def test_bare_file_without_description_takes_its_declared_input(tmp_path):
+    """No model.npz beside it: the file's own NCHW input gives the channels-last sample shape."""
+    kdir = export_kdir(small_cnn(seed=3, input_shape=(12, 10, 2), classes=5), tmp_path / "k", formats=("onnx",))
+    (tmp_path / "bare").mkdir()
+    bare = (tmp_path / "bare" / "net.onnx")
+    bare.write_bytes((kdir / "model.onnx").read_bytes())
+    path = B.make_bundle(bare, fmt="onnx", out_root=tmp_path / "out", export_root=tmp_path / "none",
+                         bench_root=tmp_path / "nb")
+    manifest = manifest_of(path)
+    assert manifest["input"]["shape"] == [None, 2, 12, 10] and manifest["input"]["layout"] == "nchw"
+    assert manifest["input"]["sample_shape"] == [12, 10, 2] and manifest["input"]["source"] == "the file's declared input"
+    assert path.name == "net-onnx" and (path / "classes.txt").read_text().split() == ["0", "1", "2", "3", "4"]
+    assert run_script(path, "predict.py", "--selftest").returncode == 0
