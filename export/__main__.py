@@ -31,9 +31,14 @@ DEFAULT_METHODS = defaults("mlp")
 
 
 def _jobs(value: int) -> int:
-    if value < 1:
-        raise fail("--jobs", f"must be >= 1, got {value}")
-    return value
+    """Local worker processes: at most the cores this process may use (more would only time-slice)."""
+    return cli.positive_int("--jobs", value, maximum=len(os.sched_getaffinity(0)))
+
+
+def _executor(args):
+    """Where the stage tasks run: --cluster (or $PRUNEDGE_CLUSTER) names a Dask scheduler, else --jobs local processes."""
+    from pipeline.executor import choose
+    return choose(_jobs(args.jobs), args.cluster)
 
 
 # ------------------------------------------------------------------ the chain
@@ -98,54 +103,22 @@ def import_source(model_path, root: Path, *, name: str, arch: str | None = None)
     return save(model, Path(root) / "import" / name / "model.npz")
 
 
-def process(kdirs: list[Path], *, root: Path, formats: list[str], options, data, jobs: int,
+def process(kdirs: list[Path], *, root: Path, formats: list[str], options, data, executor,
             strict: bool, reexport: bool = True, desc: str = "export") -> list[dict]:
-    """Run `kdir.work` over k-dirs, in this process (jobs=1) or a spawned pool."""
+    """Export (or re-verify) k-dirs through `executor` (export/work.py), with a progress bar."""
     from tqdm import tqdm
-    from export import kdir as K
-    from export.verify import default_threads
-
-    settings = {"root": root, "options": options, "data": data, "threads": default_threads(jobs), "strict": strict}
-    records = []
+    from export.work import run_kdirs
     bar = tqdm(total=len(kdirs), desc=desc, unit="k-dir")
-    if jobs == 1 or len(kdirs) <= 1:
-        K.init_worker(settings)
-        for k in kdirs:
-            records.append(_done(bar, K.work(k, formats, reexport)))
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-        with _single_threaded_children(), \
-                ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                    initializer=K.init_worker, initargs=(settings,)) as pool:
-            futures = [pool.submit(K.work, k, formats, reexport) for k in kdirs]
-            for future in as_completed(futures):
-                records.append(_done(bar, future.result()))
-    bar.close()
-    return records
 
-
-@contextlib.contextmanager
-def _single_threaded_children():
-    """Spawned workers read these at import: one BLAS thread each, so N workers use N cores."""
-    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-    saved = {n: os.environ.get(n) for n in names}
-    os.environ.update({n: "1" for n in names})
+    def progress(record: dict) -> None:
+        state = "skipped" if record.get("skipped") else f"{record['seconds']:.1f}s"
+        bar.set_postfix_str(f"{record['kdir']} {state}")
+        bar.update()
     try:
-        yield
+        return run_kdirs(kdirs, root=root, formats=formats, options=options, data=data, executor=executor,
+                         strict=strict, reexport=reexport, progress=progress)
     finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-
-
-def _done(bar, record: dict) -> dict:
-    state = "skipped" if record.get("skipped") else f"{record['seconds']:.1f}s"
-    bar.set_postfix_str(f"{record['kdir']} {state}")
-    bar.update()
-    return record
+        bar.close()
 
 
 def _config(args, data, options, **extra) -> dict:
@@ -177,7 +150,7 @@ def layer_timings(kdirs: list[Path], export_root: Path, formats: list[str], data
 def cmd_run(args) -> int:
     from export.formats import ExportOptions, select
     from export.manifest import write_manifest
-    from pipeline.stages import prune_stage
+    from pipeline.prune_stage import prune_stage
 
     if args.data and not args.model:
         raise fail("--data", "only used with --model (the labeled set of an imported network)")
@@ -200,8 +173,8 @@ def cmd_run(args) -> int:
         kdirs += [p.parent for p in paths]
     timings = layer_timings(kdirs, export_root, formats, data, remeasure=args.remeasure)
     options = ExportOptions(calibration=data.x_calibration, layer_timings=timings)
-    records = process(kdirs, root=export_root, formats=formats, options=options, data=data, jobs=jobs,
-                      strict=args.strict)
+    records = process(kdirs, root=export_root, formats=formats, options=options, data=data,
+                      executor=_executor(args), strict=args.strict)
     config = _config(args, data, options, frameworks=list(trained), methods=methods, levels=levels,
                      formats=formats, jobs=jobs)
     fresh_entries = [e for r in records for e in r["files"]]
@@ -246,9 +219,10 @@ def cmd_verify(args) -> int:
     for rel, names in sorted(by_kdir.items()):
         chosen = tuple(sorted(names & wanted))
         groups.setdefault(chosen, []).append(export_root / rel)
+    executor = _executor(args)
     for chosen, kdirs in groups.items():
         records += process(kdirs, root=export_root, formats=list(chosen), options=options, data=data,
-                           jobs=_jobs(args.jobs), strict=False, reexport=False, desc="verify")
+                           executor=executor, strict=False, reexport=False, desc="verify")
     redone = {(e["path"]) for r in records for e in r["files"]}
     kept = [e for e in manifest["files"] if e["path"] not in redone]
     config = {**manifest.get("config", {}), "reverified": _config(args, data, options)}
@@ -302,9 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "or /usr/share/datasets/fashion-mnist)")
         p.add_argument("--formats", default="all", help="comma-separated rows of export/formats.py "
                                                         "(default all: onnx,onnx-sparse,tflite,...)")
-        p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+        p.add_argument("--jobs", type=int, default=min(2, len(os.sched_getaffinity(0))),
                        help="worker processes, one k-dir each (default: 2 or the core count if fewer)")
         p.add_argument("--strict", action="store_true", help="exit 1 if any file fails verification")
+        p.add_argument("--cluster", default=None,
+                       help="run the tasks on this Dask scheduler, e.g. tcp://scheduler:8786 (default: "
+                            "$PRUNEDGE_CLUSTER, else local processes); files travel as bytes, this process writes them")
 
     p = sub.add_parser("run", help="train, prune, export and verify everything; print the table")
     common(p)

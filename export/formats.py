@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from export import onnx_format, onnx_quant, tflite_auto, tflite_block, tflite_format
+from export import ncnn_format, onnx_format, onnx_quant, tflite_auto, tflite_block, tflite_format
 from pipeline.errors import fail
 from pipeline.model import Model
 
@@ -54,6 +54,7 @@ class ExportFormat:
     when: Callable[[Model], bool] | None = None  # extra applicability test (e.g. block structure)
     details: Callable[[Path], dict] | None = None  # extra manifest fields read from the written file
     reads_timings: bool = False  # chooses from options.layer_timings (which then joins its export stamp)
+    companions: Callable[[Path], list[Path]] | None = None  # further files the exporter writes (NCNN's .bin)
 
     def applies_to(self, model: Model) -> bool:
         return ((self.kinds is None or physical_kind(model) in self.kinds)
@@ -86,6 +87,9 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
     ExportFormat(name="onnx-int8", suffix="model.int8-dynamic.onnx", variant="int8-dynamic", check="reduced",
                  precision="int8-dynamic", export=onnx_quant.export, **_onnx,
                  notes="onnxruntime quantize_dynamic, QInt8 weights"),
+    ExportFormat(name="ncnn", suffix="model.ncnn.param", format="ncnn", variant="fp32", check="fp32", precision="fp32",
+                 runtimes=("ncnn",), export=ncnn_format.export, companions=lambda p: [ncnn_format.bin_path(p)],
+                 notes="written directly (no pnnx); .param text + .bin weights; CSR weights stored dense"),
     ExportFormat(name="tflite-block", suffix="model.block.tflite", variant="block-sparse", check="fp32",
                  precision="fp32", export=tflite_block.export_block_fp32, kinds=CSR, networks=MLP, sparse_kernel=True,
                  when=partial(tflite_block.is_block_structured, size=4), **_tfl,
@@ -121,6 +125,7 @@ INSPECT: dict[str, Callable[[Path], tuple[list[str], bool]]] = {
     "npz": _inspect_npz,
     "onnx": onnx_format.inspect,
     "tflite": tflite_format.inspect,
+    "ncnn": ncnn_format.inspect,
 }
 
 
@@ -143,7 +148,13 @@ def select(names=None) -> list[ExportFormat]:
 
 
 def for_model(model: Model, formats=None) -> list[ExportFormat]:
-    return [f for f in (formats or FORMATS.values()) if f.applies_to(model)]
+    """The rows (all, or those given) that apply to `model`; an empty selection stays empty."""
+    return [f for f in (FORMATS.values() if formats is None else formats) if f.applies_to(model)]
+
+
+def files_of(fmt: ExportFormat, path: Path) -> list[Path]:
+    """The file a row writes and its companions (hashed, copied and timed together)."""
+    return [Path(path)] + (fmt.companions(Path(path)) if fmt.companions else [])
 
 
 def by_file(path: str) -> ExportFormat | None:

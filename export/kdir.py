@@ -1,9 +1,9 @@
-"""Export and verify every format of one k-dir (`<root>/<framework>/<method>/k<NN>/model.npz`).
+"""Export and verify every format of one k-dir (`<root>/<model>/<method>/k<NN>/model.npz`).
 
-The unit of work for the process pool. Results go to `<kdir>/export.json`; a stamp next to it
-lets a re-run skip the k-dir when model.npz, the formats, options, data and library versions
-are unchanged and every file still has its recorded hash. A failing format becomes a failed
-entry with its reason; `strict` re-raises instead (tests).
+`export_kdir` writes each applicable file kind next to model.npz, verifies it in its runtimes and
+returns the k-dir's record (one manifest entry per file). A failing format becomes a failed entry
+with its reason; `strict` re-raises instead (tests). `stamp_key` is what a re-run compares to skip
+the k-dir (export/work.py runs this anywhere and the driver writes the files).
 """
 from __future__ import annotations
 
@@ -71,7 +71,8 @@ def _one(kdir, root, fmt, model, reference, options, data, threads, strict, reex
                   precision=fmt.precision, check=fmt.check)
     export_seconds = None
     if fmt.export is not None and reexport:
-        path.unlink(missing_ok=True)  # never leave an older file behind a failed export
+        for old in F.files_of(fmt, path):  # never leave an older file behind a failed export
+            old.unlink(missing_ok=True)
         t0 = time.perf_counter()
         try:
             fmt.export(model, path, options)
@@ -82,10 +83,13 @@ def _one(kdir, root, fmt, model, reference, options, data, threads, strict, reex
                       "reason": f"export failed: {_reason(e)}"}
             return file_entry(root, path, **common, verify=failed, detail=traceback.format_exc(limit=3)[-800:])
         export_seconds = round(time.perf_counter() - t0, 3)
-    if not path.is_file():
+    if not all(p.is_file() for p in F.files_of(fmt, path)):
         missing = {"status": "failed", "max_abs_diff": None, "rel_l2": None, "top1_agreement": None, "n": 0,
                    "reason": "file not found"}
-        return file_entry(root, path, **common, verify=missing)
+        return file_entry(root, path if path.is_file() else kdir / ".missing", **common, verify=missing)
+    if fmt.companions:
+        common["companions"] = [{"path": p.relative_to(root).as_posix(), "sha256": sha256_file(p),
+                                 "bytes": p.stat().st_size} for p in fmt.companions(path)]
     try:
         ops, runs_sparse = F.INSPECT[fmt.format](path)
         details = fmt.details(path) if fmt.details else {}
@@ -102,46 +106,3 @@ def _one(kdir, root, fmt, model, reference, options, data, threads, strict, reex
     return file_entry(root, path, **common, verify=outcome.verify,
                       accuracy=outcome.accuracy, ops=ops, runs_sparse=runs_sparse,
                       export_seconds=export_seconds, verify_seconds=round(outcome.seconds, 3), **details)
-
-
-def process_kdir(kdir: Path, *, root: Path, formats, options: F.ExportOptions, data: EvalData,
-                 threads=None, strict: bool = False) -> dict:
-    """export_kdir unless the stamp says this exact work is already done (then its saved record)."""
-    import json
-    from pipeline.stages import fresh, mark
-
-    kdir = Path(kdir)
-    model = load(kdir / "model.npz")
-    key = stamp_key(kdir, F.for_model(model, formats), options, data, model)
-    if fresh(kdir / STAMP, key):
-        record = json.loads((kdir / RESULTS).read_text())
-        return {**record, "skipped": True}
-    record = export_kdir(kdir, root=root, formats=formats, options=options, data=data,
-                         threads=threads, strict=strict)
-    written = [Path(root) / e["path"] for e in record["files"] if e["sha256"] is not None]
-    mark(kdir / STAMP, key, written + [kdir / RESULTS])
-    return {**record, "skipped": False}
-
-
-# ------------------------------------------------------------------ process-pool plumbing
-# Workers are spawned (not forked: the parent may have TensorFlow and torch thread pools alive)
-# and receive the evaluation data once, through the initializer.
-
-_WORKER: dict = {}
-
-
-def init_worker(settings: dict) -> None:
-    _WORKER.clear()
-    _WORKER.update(settings)
-
-
-def work(kdir: Path, formats: list[str], reexport: bool = True) -> dict:
-    """Pool task: process (or only re-verify) one k-dir with the worker's settings."""
-    s = _WORKER
-    chosen = F.select(formats)
-    if reexport:
-        return process_kdir(kdir, root=s["root"], formats=chosen, options=s["options"], data=s["data"],
-                            threads=s["threads"], strict=s["strict"])
-    record = export_kdir(kdir, root=s["root"], formats=chosen, options=s["options"], data=s["data"],
-                         threads=s["threads"], strict=s["strict"], reexport=False)
-    return {**record, "skipped": False}

@@ -153,3 +153,88 @@ def predict(session, x: np.ndarray, batch: int = 1000) -> np.ndarray:
     """Logits for a large array in fixed-size chunks (bounded memory, one resize)."""
     return np.concatenate([session(x[i:i + batch]) for i in range(0, len(x), batch)])
 
+
+
+class NcnnSession:
+    """ncnn `.param` + `.bin` (beside it), float32 exactly: every fp16/bf16 option off (ncnn turns them
+    on by default where the CPU has fp16, e.g. a Pi 5), no Vulkan. A batch of feature vectors runs as
+    one 2-D Mat; images run one [c, h, w] Mat at a time."""
+    runtime = "ncnn"
+
+    def __init__(self, path, *, threads: int | None = None):
+        import ncnn
+
+        from export.ncnn_format import INPUT, OUTPUT, bin_path
+        self.path, self.threads, self._ncnn = _check_file(path), threads, ncnn
+        weights = _check_file(bin_path(self.path))
+        self.net = ncnn.Net()
+        opt = self.net.opt  # options must be set before loading
+        opt.num_threads = threads or 1
+        opt.use_vulkan_compute = False
+        opt.use_fp16_storage = opt.use_fp16_packed = opt.use_fp16_arithmetic = False
+        opt.use_bf16_storage = False
+        if self.net.load_param(str(self.path)) != 0 or self.net.load_model(str(weights)) != 0:
+            raise fail(self.path, "ncnn cannot load it (or its .bin)")
+        self.input_shape = _ncnn_input_shape(self.path)
+        self.input_dim = int(np.prod(self.input_shape))
+        self._blobs = (INPUT, OUTPUT)
+
+    def _run(self, mat):
+        ex = self.net.create_extractor()
+        ex.input(self._blobs[0], mat)
+        ret, out = ex.extract(self._blobs[1])
+        if ret != 0:
+            raise fail(self.path, f"ncnn failed to run it (status {ret})")
+        return np.array(out, dtype=np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = check_input(x, self.input_shape, name=str(self.path))
+        if x.ndim == 2:
+            return self._run(self._ncnn.Mat(np.ascontiguousarray(x))).reshape(len(x), -1)
+        return np.stack([self._run(self._ncnn.Mat(np.ascontiguousarray(img.transpose(2, 0, 1)))).ravel()
+                         for img in x])
+
+
+def _ncnn_input_shape(path: Path) -> tuple:
+    """The description's input shape from the Input layer's hints (0=w 1=h 2=c) of a .param file."""
+    line = next((l for l in Path(path).read_text(encoding="ascii").splitlines() if l.startswith("Input")), "")
+    hints = dict(kv.split("=") for kv in line.split()[5:] if "=" in kv)
+    w, h, c = (int(hints.get(k, 0)) for k in ("0", "1", "2"))
+    if w < 1 or (h and c < 1):
+        raise fail(path, "its Input layer does not declare the input shape")
+    return (h, w, c) if h else (w,)
+
+
+class OpenVinoSession:
+    """An ONNX file on OpenVINO's CPU plugin: f32 forced (it picks f16 on ARMv8.2 such as a Pi 5 and
+    bf16 on AVX-512), one stream, `threads` fixed when compiling, CPU pinning off (it hurt on a
+    shared machine), dynamic batch. Its telemetry (a forked process posting to Google Analytics on
+    import) is kept out by hiding the openvino_telemetry module."""
+    runtime = "openvino"
+
+    def __init__(self, path, *, threads: int | None = None):
+        import sys
+        sys.modules.setdefault("openvino_telemetry", None)
+        import openvino as ov
+
+        self.path, self.threads = _check_file(path), threads
+        try:
+            compiled = ov.Core().compile_model(str(self.path), "CPU", {
+                "INFERENCE_NUM_THREADS": threads or 0, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False})
+        except Exception as e:  # openvino raises RuntimeError subclasses with long multi-line messages
+            raise fail(self.path, f"OpenVINO cannot load it: {_one_line(e)}") from None
+        dims = [d.get_length() for d in compiled.inputs[0].get_partial_shape()[1:]]
+        self.input_shape = tuple(dims) if len(dims) == 1 else (dims[1], dims[2], dims[0])
+        self.input_dim = int(np.prod(dims))
+        self._request, self._tensor = compiled.create_infer_request(), ov.Tensor
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = check_input(x, self.input_shape, name=str(self.path))
+        x = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if x.ndim == 4 else x)
+        try:  # set_input_tensor + infer: ~50 us less per call than infer({0: x})
+            self._request.set_input_tensor(self._tensor(x, shared_memory=True))
+            self._request.infer()
+        except Exception as e:
+            raise fail(self.path, f"OpenVINO failed to run it: {_one_line(e)}") from None
+        return self._request.get_output_tensor(0).data.copy()

@@ -106,6 +106,16 @@ def _load_onnxruntime(path: Path, threads: int | None) -> Session:
     return OnnxSession(path, threads=threads)
 
 
+def _load_openvino(path: Path, threads: int | None) -> Session:
+    from export.runners import OpenVinoSession
+    return OpenVinoSession(path, threads=threads)
+
+
+def _load_ncnn(path: Path, threads: int | None) -> Session:
+    from export.runners import NcnnSession
+    return NcnnSession(path, threads=threads)
+
+
 def _litert(delegate: str) -> Callable[[Path, int | None], Session]:
     def load(path: Path, threads: int | None) -> Session:
         from export.runners import TfliteSession
@@ -129,6 +139,12 @@ _ROWS = (
     Runtime(name="onnxruntime", engine="onnxruntime", formats=("onnx",), load=_load_onnxruntime,
             package="onnxruntime", runner="onnx", imports=("onnxruntime", "export.runners"),
             note="CPUExecutionProvider, intra_op_num_threads, all graph optimisations"),
+    Runtime(name="openvino", engine="openvino", formats=("onnx",), load=_load_openvino, package="openvino",
+            runner="openvino", imports=("openvino", "export.runners"),
+            note="OpenVINO CPU plugin on the ONNX files: f32 forced, 1 stream, latency hint, no pinning"),
+    Runtime(name="ncnn", engine="ncnn", formats=("ncnn",), load=_load_ncnn, package="ncnn", runner="ncnn",
+            imports=("ncnn", "export.runners"),
+            note="ncnn, fp16/bf16 storage and arithmetic off (exact float32), no Vulkan, num_threads"),
     Runtime(name="litert-xnnpack", engine="litert", formats=("tflite",), load=_litert("xnnpack"), delegate="xnnpack",
             package="ai-edge-litert", runner="tflite", imports=("ai_edge_litert.interpreter", "export.runners"),
             note="LiteRT with its default delegate (XNNPACK), num_threads"),

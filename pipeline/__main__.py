@@ -35,7 +35,8 @@ def cmd_train(args) -> int:
 
 def cmd_prune(args) -> int:
     from pipeline.data import load_fashion_mnist
-    from pipeline.stages import model_name, prune_stage, train_dir
+    from pipeline.prune_stage import prune_stage
+    from pipeline.stages import model_name, train_dir
     methods = cli.parse_methods(args.methods)
     levels = cli.parse_levels(args.levels)
     for framework in cli.parse_frameworks(args.frameworks):

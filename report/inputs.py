@@ -239,7 +239,7 @@ def stored_weights(model) -> int:
 def structure(model, levels) -> dict[float, dict]:
     """Per level: share of weights removed by weight and by unit pruning, and hidden widths left."""
     from pipeline.methods import prune
-    from pipeline.stages import physical
+    from pipeline.methods import physical
     total = sum(int(np.prod(l.shape)) for l in model.layers)
     out = {}
     for k in levels:

@@ -37,7 +37,7 @@ def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
 def seed_rows(model, *, framework: str, seed: int, methods, levels, x, y) -> list[dict]:
     """One row per (method, level): prune, make it physical (shrunk / CSR), score on the test set."""
     from pipeline.methods import prune
-    from pipeline.stages import physical
+    from pipeline.methods import physical
     rows = []
     for method in methods:
         for k in levels:

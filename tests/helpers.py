@@ -1,11 +1,14 @@
 """Small shared test fixtures: tiny models and a slice of real data."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from pipeline.data import DEFAULT_DATA_DIR, FILES, load_idx_pair
 
-SMALL_WIDTHS = [784, 64, 48, 32, 10]
+REPO = Path(__file__).resolve().parents[1]
+SMALL_WIDTHS = [784, 64, 48, 32, 10]  # the MLP's shape in miniature: three hidden ReLU layers, 10 classes
 
 
 def real_test_slice(n: int = 500) -> np.ndarray:

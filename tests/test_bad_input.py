@@ -26,9 +26,9 @@ from pipeline import data
 from pipeline.errors import PrunedgeError
 from pipeline.model import Dense, Model, random_model
 from pipeline.model_io import load, save
+from helpers import REPO
 
-REPO = Path(__file__).resolve().parents[1]
-WIDTHS = [784, 32, 16, 10]
+WIDTHS = [784, 32, 16, 10]  # small: many CLI runs start from it
 
 
 # ------------------------------------------------------------------ helpers

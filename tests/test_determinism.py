@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import REPO
+
 from pipeline import data
 from pipeline.fileio import sha256_file
 from pipeline.model_io import load
 from pipeline.train import TrainConfig
 
-REPO = Path(__file__).resolve().parents[1]
 N_TRAIN = data.VAL_SIZE + 300  # the loader keeps 5000 for validation: 300 images to train on
 N_TEST = 200
 TIMING_KEYS = {"export_seconds", "verify_seconds", "seconds"}  # the only fields allowed to differ
@@ -130,7 +131,7 @@ def exports(tmp_path_factory) -> tuple[Path, Path]:
     from export import tflite_auto
     from pipeline.fileio import write_json
     from pipeline.methods import prune
-    from pipeline.stages import physical
+    from pipeline.methods import physical
     pruned = physical(prune(random_model([784, 64, 32, 10], seed=4), "block16", 90))
     table = tflite_auto.empty_table()
     for i, layer in enumerate(pruned.layers):  # fastest: layer 0 int8-block, layer 1 block, output dense

@@ -14,7 +14,9 @@ import pytest
 
 from export import formats as F
 from export import onnx_format, tflite_format
-from export.kdir import export_kdir, process_kdir
+from export.kdir import export_kdir
+from export.work import run_kdirs
+from pipeline.executor import InProcess
 from export.manifest import check_manifest, load_manifest, write_manifest
 from export.runners import TfliteSession, run_onnx, run_tflite
 from export.runtimes import RUNTIMES, open_session
@@ -322,15 +324,16 @@ def test_failed_export_is_a_failed_row_and_strict_raises(models, x, tmp_path):
                     data=_data(x, models["dense"]), strict=True)
 
 
-def test_process_kdir_skips_unchanged_and_redoes_changed(models, x, tmp_path):
+def test_run_kdirs_skips_unchanged_and_redoes_changed(models, x, tmp_path):
     kdir = tmp_path / "random" / "unit" / "k50"
     save(models["shrunk"], kdir / "model.npz")
-    kwargs = dict(root=tmp_path, formats=F.select("onnx"), options=F.ExportOptions(), data=_data(x, models["shrunk"]))
-    assert process_kdir(kdir, **kwargs)["skipped"] is False
-    again = process_kdir(kdir, **kwargs)
+    kwargs = dict(root=tmp_path, formats=["onnx"], options=F.ExportOptions(), data=_data(x, models["shrunk"]),
+                  executor=InProcess(), strict=False)
+    assert run_kdirs([kdir], **kwargs)[0]["skipped"] is False
+    again = run_kdirs([kdir], **kwargs)[0]
     assert again["skipped"] is True and [e["name"] for e in again["files"]] == ["npz", "onnx"]
     (kdir / "model.onnx").write_bytes(b"tampered")
-    assert process_kdir(kdir, **kwargs)["skipped"] is False
+    assert run_kdirs([kdir], **kwargs)[0]["skipped"] is False
     assert json.loads((kdir / "export.json").read_text())["files"][1]["verify"]["status"] == "passed"
 
 

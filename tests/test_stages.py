@@ -7,7 +7,8 @@ from pipeline import model_io as m_io
 from pipeline.fileio import sha256_file
 from pipeline.methods import prune
 from pipeline.shrink import shrink
-from pipeline.stages import fresh, level_dir, mark, prune_stage
+from pipeline.prune_stage import prune_stage
+from pipeline.stages import fresh, level_dir, mark
 
 
 def test_fresh_and_mark(tmp_path):

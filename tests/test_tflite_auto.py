@@ -10,7 +10,7 @@ from export.tflite_block import run
 from pipeline.errors import PrunedgeError
 from pipeline.model import random_model
 from pipeline.methods import prune
-from pipeline.stages import physical
+from pipeline.methods import physical
 
 WIDTHS = [784, 64, 32, 10]
 
