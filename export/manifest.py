@@ -26,14 +26,25 @@ def library_versions() -> dict:
 
 
 def file_entry(root: Path, path: Path, *, name: str, format: str, variant: str, runtime: str, meta: dict,
-               verify=None, accuracy=None, ops=(), runs_sparse=False, **extra) -> dict:
-    """One manifest row; sha256/bytes are None when the file could not be written."""
+               verify=None, accuracy=None, ops=(), runs_sparse=False, gzip_level: int = 6, **extra) -> dict:
+    """One manifest row; sha256/bytes/gzip_bytes are None when the file could not be written.
+    gzip_bytes (also on each companion) is the file gzipped in memory at `gzip_level`: -6, gzip's
+    default, costs a fraction of -9 per file; the bench reuses it when its own level
+    (bench.size.GZIP_LEVEL) is the same."""
+    import gzip
+
+    def gzipped(p: Path) -> int:
+        return len(gzip.compress(p.read_bytes(), compresslevel=gzip_level, mtime=0))
+
     path = Path(path)
     exists = path.is_file()
+    if extra.get("companions"):
+        extra["companions"] = [{**c, "gzip_bytes": gzipped(Path(root) / c["path"])} for c in extra["companions"]]
     return {
         "path": path.relative_to(root).as_posix(),
         "sha256": sha256_file(path) if exists else None,
         "bytes": path.stat().st_size if exists else None,
+        "gzip_bytes": gzipped(path) if exists else None, "gzip_level": gzip_level,
         "name": name, "format": format, "variant": variant,
         "framework": meta.get("framework"), "method": meta.get("method", "dense"),
         "sparsity": float(meta.get("sparsity", 0.0)), "physical": meta.get("physical"),
