@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="measure every exported artifact in every runtime",
                        description="Measure latency (p50/p90/p99), file and gzip size, full test-set accuracy and "
                                    "peak memory of every exported artifact in every runtime that can run it. "
-                                   "Each runtime's measurements run in fresh child processes.")
+                                   "Each runtime's measurements run in a fresh child process, each file in a fork "
+                                   "of it; measurements of unchanged files are reused (--remeasure: not).")
     cli.add_root(p, "artifacts/export", "export directory with manifest.json")
     p.add_argument("--out", type=Path, default=Path("artifacts/bench"),
                    help="where results.csv and results.json go (default: %(default)s)")
@@ -66,7 +67,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-seconds", type=float, default=None,
                    help="stop timing after this long once enough reps are in (default 0.3; --quick 0.05)")
     p.add_argument("--strict", action="store_true", help="stop at the first failed measurement")
-    p.add_argument("--timeout", type=float, default=900.0, help="seconds per child process (default: %(default)s)")
+    p.add_argument("--timeout", type=float, default=900.0,
+                   help="seconds a child may go without a result (one file's step) before it is stopped "
+                        "(default: %(default)s)")
+    p.add_argument("--remeasure", action="store_true",
+                   help="measure everything again instead of reusing measurements of unchanged files "
+                        "(kept in --out/.bench-cache.json)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--append", action="store_true",
                    help="keep rows of an earlier results.json in --out for artifacts not measured now "
@@ -99,7 +105,7 @@ def config_from_args(args):
         threads=_ints("--threads", args.threads, {"all": usable_cores()}),
         batches=_ints("--batch", args.batch),
         latency=replace(timing, min_seconds=lo, max_seconds=hi),
-        quick=args.quick, strict=args.strict, timeout_s=args.timeout)
+        quick=args.quick, strict=args.strict, timeout_s=args.timeout, reuse=not args.remeasure)
 
 
 def check_inputs(config) -> None:
