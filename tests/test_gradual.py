@@ -15,21 +15,31 @@ from pipeline.train import SCHEDULES
 def test_default_chain_spends_epochs_where_the_steps_are_large():
     rows = plan(LEVELS)
     assert [r["target"] for r in rows] == [float(k) for k in LEVELS]
-    assert [r["epochs"] for r in rows] == [0, 0, 0, 0, 1, 1, 2, 2, 2, 3]
-    assert rows[-1]["cumulative_epochs"] == 11 and rows[-2]["cumulative_epochs"] == 8
+    epochs = {r["target"]: r["epochs"] for r in rows}
+    assert epochs[0] == 0 and epochs[60] == 0.5  # 50->60: the minimum
+    assert epochs[90] == epochs[95] == 1.5  # one halving each
+    assert epochs[99] == pytest.approx(1.5 * math.log2(3))  # 97->99: the largest step
+    cumulative = {r["target"]: r["cumulative_epochs"] for r in rows}
+    assert cumulative[97] == pytest.approx(7.6054, abs=1e-4) and cumulative[99] == pytest.approx(9.9829, abs=1e-4)
 
 
 def test_halvings_and_budget():
     assert gradual.halvings(0, 50) == pytest.approx(1.0)
     assert gradual.halvings(97, 99) == pytest.approx(math.log2(3))
-    schedule = Schedule(epochs_per_halving=1.0, tune_from=0, min_epochs=1, max_epochs=2)
-    assert level_epochs(0, 50, schedule) == 1  # exactly one halving: no rounding up past it
-    assert level_epochs(50, 60, schedule) == 1  # small steps get the minimum
-    assert level_epochs(97, 99, schedule) == 2  # large ones the maximum
+    schedule = Schedule(epochs_per_halving=1.0, min_epochs=0.5, max_epochs=1.5)
+    assert level_epochs(0, 50, schedule) == pytest.approx(1.0)
+    assert level_epochs(50, 60, schedule) == 0.5  # small steps get the minimum
+    assert level_epochs(97, 99, schedule) == 1.5  # large ones the maximum
     assert level_epochs(0, 0, schedule) == 0
-    assert level_epochs(50, 60, Schedule(tune_from=70)) == 0
+    assert level_epochs(50, 60, Schedule(tune_from=70)) == 0  # one-shot below tune_from
     with pytest.raises(PrunedgeError, match="levels: need 0 <= start <= target < 100"):
         gradual.halvings(90, 80)
+
+
+@pytest.mark.parametrize("epochs, expected", [(0, (0, 0)), (0.5, (1, 500)), (1.0, (1, 1000)), (2.4, (3, 800)),
+                                              (3.0, (3, 1000))])
+def test_fractional_budget_is_whole_passes_over_a_share(epochs, expected):
+    assert gradual.passes(epochs, 1000) == expected
 
 
 def test_polynomial_ramp_like_tfmot():
@@ -74,6 +84,7 @@ def test_stamp_holds_every_parameter():
     ({"ramp": 1.5}, "ramp: must be in [0, 1], got 1.5"),
     ({"frequency": 0}, "frequency: must be an integer >= 1, got 0"),
     ({"min_epochs": 3, "max_epochs": 2}, "max_epochs: must be >= min_epochs (3), got 2"),
+    ({"min_epochs": 0}, "min_epochs: must be a number in (0, 100], got 0"),
     ({"tune_from": 120}, "tune_from: must be in [0, 100], got 120"),
     ({"lr": 0}, "lr: must be a positive number, got 0"),
     ({"epochs_per_halving": -1}, "epochs_per_halving: must be a number >= 0, got -1"),
