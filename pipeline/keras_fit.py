@@ -5,10 +5,12 @@ batches; this module only supplies the TF step, evaluation and learning-rate set
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING
+import itertools
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
+from pipeline.gradual import check_hooks
 from pipeline.keras_net import FRAMEWORK, _keras, build, from_keras, to_keras, versions  # noqa: F401
 from pipeline.model import Model
 
@@ -52,20 +54,36 @@ def _masks(net, masked: bool) -> list:
                 fixed[id(layer.kernel)] = True
                 if isinstance(layer, convs) and layer.use_bias and (layer.bias.numpy() == 0).any():
                     fixed[id(layer.bias)] = True
-    return [tf.constant((v.numpy() != 0).astype(np.float32)) if id(v) in fixed else None
+    return [tf.Variable((v.numpy() != 0).astype(np.float32), trainable=False) if id(v) in fixed else None
             for v in net.trainable_variables]
 
 
+def _remask(net, template: Model | None, masks: list, prune) -> None:
+    """Prune the current weights with `prune` (Model -> Model) and mask its zeros from now on."""
+    pruned = to_keras(prune(from_keras(net, template=template)))
+    for target, value in zip(net.weights, pruned.weights):  # assign: the optimizer keeps its variables
+        target.assign(value)
+    for v, m in zip(net.trainable_variables, masks):
+        if m is not None:
+            m.assign((v.numpy() != 0).astype(np.float32))
+
+
 def fit(data: "Dataset", *, config: "TrainConfig", seed: int, init: Model | None = None,
-        masked: bool = False, progress: bool = True) -> tuple[Model, dict]:
+        masked: bool = False, progress: bool = True, remask: Mapping[int, Callable[[Model], Model]] | None = None,
+        lr_at: Callable[[int], float] | None = None) -> tuple[Model, dict]:
     """Train with Adam on cross-entropy of the logits. Starts from `init` (or a fresh MLP of
     `config`'s widths); with `masked`, entries that are zero in `init` stay zero (see `_masks`).
+    `remask` (with `masked`): before batch t (0-based, counted over all epochs) with an entry, the
+    current weights go through remask[t] and its zeros become the masks (gradual pruning).
+    `lr_at(t)` replaces `config.schedule`'s rate for batch t.
     Returns the trained description (empty meta, BatchNorm unfolded) and the per-epoch curves."""
+    remask = check_hooks(masked, remask)
     with deterministic(seed):
-        return _fit(data, config=config, seed=seed, init=init, masked=masked, progress=progress)
+        return _fit(data, config=config, seed=seed, init=init, masked=masked, progress=progress,
+                    remask=remask, lr_at=lr_at)
 
 
-def _fit(data, *, config, seed, init, masked, progress) -> tuple[Model, dict]:
+def _fit(data, *, config, seed, init, masked, progress, remask, lr_at) -> tuple[Model, dict]:
     keras = _keras()
     import tensorflow as tf
     from pipeline.augment import augment
@@ -100,7 +118,14 @@ def _fit(data, *, config, seed, init, masked, progress) -> tuple[Model, dict]:
         logits = net(x, training=False)
         return loss_fn(y, logits), tf.reduce_sum(tf.cast(tf.equal(tf.argmax(logits, axis=1), y), tf.int32))
 
+    steps = itertools.count()
+
     def step(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+        t = next(steps)
+        if lr_at is not None:
+            set_lr(lr_at(t))
+        if t in remask:
+            _remask(net, init, masks, remask[t])
         loss, correct = train_step(augment(x, config.augment, rng), y)
         return float(loss) * len(y), int(correct)
 

@@ -6,11 +6,13 @@ only supplies torch's step, evaluation and learning-rate setter.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, Mapping
 
 import numpy as np
 
+from pipeline.gradual import check_hooks
 from pipeline.model import Model
 from pipeline.torch_net import FRAMEWORK, _torch, build, from_torch, to_torch, versions  # noqa: F401
 
@@ -52,13 +54,19 @@ def masks(net) -> list:
 
 
 def fit(data: "Dataset", *, config: "TrainConfig", seed: int, init: Model | None = None,
-        masked: bool = False, progress: bool = True) -> tuple[Model, dict]:
+        masked: bool = False, progress: bool = True, remask: Mapping[int, Callable[[Model], Model]] | None = None,
+        lr_at: Callable[[int], float] | None = None) -> tuple[Model, dict]:
     """Train with Adam on cross-entropy of the logits. Starts from `init` (or a fresh MLP of
     `config`'s widths); with `masked`, entries that are zero in `init` stay zero (see `masks`).
+    `remask` (with `masked`): before batch t (0-based, counted over all epochs) with an entry, the
+    current weights go through remask[t] and its zeros become the masks (gradual pruning).
+    `lr_at(t)` replaces `config.schedule`'s rate for batch t.
     Returns the trained description (empty meta, BatchNorm unfolded) and the per-epoch curves."""
     torch = _torch()
     from pipeline.augment import augment
     from pipeline.train import run_epochs
+
+    remask = check_hooks(masked, remask)
 
     with deterministic(seed):
         net = to_torch(init) if init is not None else build(
@@ -71,7 +79,14 @@ def fit(data: "Dataset", *, config: "TrainConfig", seed: int, init: Model | None
         loss_fn = torch.nn.CrossEntropyLoss()
         rng = np.random.default_rng(seed + 1)  # augmentation draws, apart from the batch order
 
+        steps = itertools.count()
+
         def step(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
+            t = next(steps)
+            if lr_at is not None:
+                set_lr(lr_at(t))
+            if t in remask:
+                _remask(net, fixed, remask[t])
             net.train()
             xb, yb = torch.from_numpy(augment(x, config.augment, rng)), torch.from_numpy(y)
             optimizer.zero_grad(set_to_none=True)
@@ -101,3 +116,13 @@ def fit(data: "Dataset", *, config: "TrainConfig", seed: int, init: Model | None
         curves = run_epochs(FRAMEWORK, data, config=config, seed=seed, step=step,
                             evaluate=evaluate, set_lr=set_lr, progress=progress)
         return from_torch(net.eval()), curves
+
+
+def _remask(net, fixed: list, prune) -> None:
+    """Prune the current weights with `prune` (Model -> Model) and mask its zeros from now on."""
+    torch = _torch()
+    pruned = prune(from_torch(net.eval()))
+    with torch.no_grad():
+        net.load_state_dict(to_torch(pruned).state_dict())  # copies in place: the optimizer keeps its tensors
+        for param, mask in fixed:
+            mask.copy_((param != 0).to(mask.dtype))
