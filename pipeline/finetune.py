@@ -4,13 +4,18 @@ Every weight that is zero in the given model stays exactly zero (gradients are m
 the mask is re-applied after each optimizer step), so unit-pruned columns stay empty and
 `shrink` / `to_csr` afterwards give the same shapes and nnz as without fine-tuning.
 Call it on the masked model (before shrink/CSR); a CSR model is densified first.
+`prune_gradually` is one level of a gradual (-gp) chain: the mask grows while it trains
+(`pipeline.gradual` is its schedule).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import replace
+from functools import partial
 
 import numpy as np
 
+from pipeline import gradual
 from pipeline.data import Dataset
 from pipeline.model import Model, validate
 from pipeline.train import TrainConfig, framework_module
@@ -43,6 +48,46 @@ def fine_tune(model: Model, dataset: Dataset, *, framework: str, seed: int, epoc
     if "physical" in meta:
         meta["physical"] = "dense"
     return validate(Model(tuple(layers), meta))
+
+
+def prune_gradually(source: Model, dataset: Dataset, *, method: str, target: float, framework: str, seed: int,
+                    schedule: gradual.Schedule = gradual.SCHEDULE, include_output: bool = False,
+                    progress: bool = True) -> Model:
+    """One level of a gradual chain: `source` (the previous level's masked model; its meta
+    "sparsity" is where the level starts) pruned by one-shot `method` (e.g. "weight") up to exactly
+    `target`% while it trains in `framework`, as `schedule` says. A level of 0 epochs is the
+    one-shot prune of `source`. The result's meta is the one-shot prune's plus "gradual"."""
+    from pipeline.methods import prune
+
+    start_k = float(source.meta.get("sparsity", 0))
+    one_shot = prune(source, method, target, include_output=include_output)
+    epochs, images = gradual.passes(gradual.level_epochs(start_k, target, schedule), len(dataset.x_train))
+    if epochs == 0:
+        return one_shot
+    if images < len(dataset.x_train):  # a fractional budget: a seeded share of the images, per level
+        order = np.random.default_rng([seed, int(round(target * 100))]).permutation(len(dataset.x_train))
+        keep = np.sort(order[:images])
+        dataset = replace(dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep])
+    n_steps = epochs * math.ceil(images / schedule.batch_size)
+    last = {"model": one_shot}
+
+    def to(sparsity: float, current: Model) -> Model:
+        last["model"] = prune(source.with_layers(current.layers), method, sparsity, include_output=include_output)
+        return last["model"]
+
+    updates = gradual.mask_updates(n_steps, start=start_k, target=target, schedule=schedule)
+    config = TrainConfig(epochs=epochs, batch_size=schedule.batch_size, lr=schedule.lr, schedule="constant")
+    trained, curves = framework_module(framework).fit(
+        dataset, config=config, seed=seed, init=source.densified(), masked=True, progress=progress,
+        remask={t: partial(to, k) for t, k in updates.items()},
+        lr_at=partial(gradual.lr_at, n_steps=n_steps, hold=gradual.ramp_steps(n_steps, schedule), lr=schedule.lr))
+    assert float(last["model"].meta["sparsity"]) == float(target), "the last mask update missed the target"
+    layers = [_keep_pattern(before, after) if hasattr(before, "weight") else after
+              for before, after in zip(last["model"].layers, trained.layers)]
+    meta = {**one_shot.meta, "gradual": {"framework": framework, "seed": seed, "from": start_k, "passes": epochs,
+                                         "images": images, "batches": n_steps, "mask_updates": len(updates),
+                                         "schedule": schedule.to_dict(), "val_acc": curves["val_acc"]}}
+    return validate(replace(one_shot, layers=tuple(layers), meta=meta))
 
 
 def _keep_pattern(before, after):
