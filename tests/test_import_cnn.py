@@ -37,11 +37,11 @@ def assert_close(got, want):
     np.testing.assert_allclose(got, want, rtol=TOL, atol=TOL * float(np.abs(want).max()))
 
 
-def assert_cnn(model, *, flatten: str | None, folded: int = 4):
+def assert_cnn(model, *, flatten: str | None, folded: int = 4, layout: str = "nchw"):
     """The block came in as description layers: BatchNorm folded, depthwise kept, Add wired."""
     kinds = [layer.kind for layer in model.layers]
     assert "batchnorm" not in kinds and model.meta.get("batchnorm_folded") == folded
-    assert model.input_shape == (H, W, C)
+    assert model.input_shape == (H, W, C) and model.meta["source_input_layout"] == layout
     assert sum(isinstance(l, DepthwiseConv2D) for l in model.layers) == 1
     adds = [l for l in model.layers if isinstance(l, Add)]
     assert len(adds) == 1 and len(set(adds[0].inputs)) == 2
@@ -233,6 +233,25 @@ def test_onnx_cnn_with_batchnorm_residual_and_padding_rules(tmp_path, images, st
     assert_unit_prunable(model, images)
 
 
+def test_onnx_activation_after_a_max_pool_moves_onto_the_conv(tmp_path, images):
+    """relu(maxpool(conv(x))), the classic torch MNIST net, is maxpool(relu(conv(x))) exactly."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    rng = np.random.default_rng(3)
+    inits = {"k": rng.normal(0, 0.5, (4, C, 3, 3)), "kb": rng.normal(0, 0.5, 4), "fc": rng.normal(0, 0.3, (10, 100))}
+    nodes = [helper.make_node("Conv", ["x", "k", "kb"], ["c"]),
+             helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Relu", ["p"], ["r"]), helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("Gemm", ["f", "fc"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", C, H, W])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])],
+                              [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
+    model = import_model(tmp_path / "m.onnx")
+    assert [(l.kind, getattr(l, "activation", None)) for l in model.layers][:2] == [("conv2d", "relu"), ("pool2d", None)]
+    assert_close(model.forward(images), run_onnx(tmp_path / "m.onnx", images.transpose(0, 3, 1, 2)))
+
+
 # ---------------------------------------------------------------- Keras, SavedModel, TFLite
 
 def keras_net(*, zero_pad: bool = False):
@@ -263,7 +282,7 @@ def test_keras_functional_cnn(tmp_path, images, zero_pad):
     net.save(path)
     model = import_model(path)
     assert model.layers[0].pads == (0, 1, 0, 1) and model.meta["output_transform"] == "softmax"
-    assert_cnn(model, flatten="channels_last")
+    assert_cnn(model, flatten="channels_last", layout="nhwc")
     assert_close(apply_output_transform(model.meta, model.forward(images)), net.predict(images, verbose=0))
     assert_unit_prunable(model, images)
 
@@ -287,7 +306,7 @@ def test_tflite_and_saved_model_cnn(tmp_path, images):
     path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(net).convert())
     model = import_model(path)
     assert detect_format(path) == "tflite"
-    assert_cnn(model, flatten="channels_last", folded=None)
+    assert_cnn(model, flatten="channels_last", folded=None, layout="nhwc")
     got = apply_output_transform(model.meta, model.forward(images))
     assert_close(got, run_tflite(path, images))
     assert_close(got, net.predict(images, verbose=0))

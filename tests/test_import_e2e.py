@@ -7,6 +7,10 @@ TFLite), then pruned (weight, unit), shrunk, exported (ONNX, TFLite) and verifie
 real CLI in a subprocess. Checked: exit 0, the k-dirs, the unit-k90 widths the pruning
 counts give, every manifest entry passed, and the dense k00 files score what the original
 file scores in its own framework/runtime on the same test split.
+
+A CNN takes the same road: a MobileNetV2-style network (stride-2 stem, residual block with a
+depthwise conv, BatchNorm, ReLU6) trained a few steps on a 28x28x1 slice of real Fashion-MNIST,
+written by torch.onnx, filter-pruned (unit k50), shrunk, exported and verified.
 """
 from __future__ import annotations
 
@@ -195,6 +199,81 @@ def test_foreign_mlp_is_pruned_shrunk_exported_and_verified(case, digits, tmp_pa
     for e in entries:
         if e["format"] != "npz" and e["sparsity"] == 0.0:
             assert abs(e["accuracy"] - original_acc) <= ACC_TOL, (e["path"], e["accuracy"], original_acc)
+
+
+# ---------------------------------------------------------------- a CNN from torch.onnx
+
+CNN_EPOCHS = 2  # ~78% on the 1600-image slice: trained, not random, in a few seconds
+
+
+def torch_cnn():
+    """Stem conv (stride 2) + BN + ReLU, a residual block (1x1, BN, ReLU6, depthwise 3x3, BN, ReLU6,
+    1x1, BN, Add), conv + BN + ReLU, max pool, flatten (channels-first), dense."""
+    from torch import nn
+
+    class Residual(nn.Module):
+        def __init__(self, c):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(c, 2 * c, 1, bias=False), nn.BatchNorm2d(2 * c), nn.ReLU6(),
+                                      nn.Conv2d(2 * c, 2 * c, 3, padding=1, groups=2 * c, bias=False),
+                                      nn.BatchNorm2d(2 * c), nn.ReLU6(),
+                                      nn.Conv2d(2 * c, c, 1, bias=False), nn.BatchNorm2d(c))
+
+        def forward(self, x):
+            return x + self.body(x)
+    return nn.Sequential(nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(), Residual(8),
+                         nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+                         nn.Flatten(), nn.Linear(16 * 7 * 7, 10))
+
+
+@pytest.mark.slow
+def test_foreign_cnn_is_filter_pruned_shrunk_exported_and_verified(tmp_path):
+    import warnings
+
+    import torch
+    from pipeline.data import load_fashion_mnist
+    d = load_fashion_mnist()  # a real 28x28x1 slice, stored NCHW as a torch user has it
+    data = tmp_path / "fashion.npz"
+    np.savez(data, x=d.x_train[:2000].reshape(-1, 1, 28, 28), y=d.y_train[:2000].astype(np.int64))
+    split = load_split(data)
+    net = helpers.train_torch(torch_cnn(), split.x_train.reshape(-1, 1, 28, 28), split.y_train, CNN_EPOCHS)
+    model_path = tmp_path / "fashion_cnn.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.zeros(2, 1, 28, 28),), str(model_path), dynamo=False, input_names=["x"],
+                          dynamic_axes={"x": {0: "n"}})
+    import onnxruntime as ort
+    session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    original = session.run(None, {"x": split.x_test.reshape(-1, 1, 28, 28)})[0]
+    original_acc = float(np.mean(original.argmax(axis=1) == split.y_test))
+    assert original_acc > 0.6, "the foreign network should be trained, not random"
+
+    root = tmp_path / "art"
+    cmd = [sys.executable, "-m", "export", "run", "--model", str(model_path), "--data", str(data), "--methods", "unit",
+           "--levels", "0,50", "--formats", "onnx,tflite", "--root", str(root), "--jobs", "1"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "6 files: 6 passed, 0 failed" in proc.stdout, proc.stdout[-2000:]
+
+    base = root / "export" / model_path.stem / "unit"
+    dense, pruned = load(base / kname(0) / "model.npz"), load(base / kname(50) / "model.npz")
+    assert dense.input_shape == (28, 28, 1) and dense.meta["source_format"] == "onnx"
+    assert [l.kind for l in dense.layers] == ["conv2d", "conv2d", "depthwise2d", "conv2d", "add", "conv2d",
+                                              "pool2d", "flatten", "dense"]
+    assert dense.layers[7].layout == "channels_first" and dense.layers[4].inputs == (0, 3)
+    channels = [[l.shape[0] for l in m.layers if l.kind in ("conv2d", "depthwise2d")] for m in (dense, pruned)]
+    assert channels[0] == [8, 16, 16, 8, 16] and all(p < d for d, p in zip(*channels)), channels
+    assert pruned.meta["physical"] == "shrunk" and pruned.n_params < dense.n_params / 1.5
+
+    manifest = json.loads((root / "export" / "manifest.json").read_text())
+    entries = {(e["sparsity"], e["format"]): e for e in manifest["files"] if e["path"].startswith(f"{model_path.stem}/")}
+    assert set(entries) == {(float(k), f) for k in (0, 50) for f in ("npz", "onnx", "tflite")}
+    assert all(e["verify"]["status"] == "passed" for e in entries.values()), entries
+    for fmt in ("onnx", "tflite"):
+        small, big = (root / "export" / entries[(k, fmt)]["path"] for k in (50.0, 0.0))
+        assert small.stat().st_size < big.stat().st_size, (fmt, small.stat().st_size, big.stat().st_size)
+        assert abs(entries[(0.0, fmt)]["accuracy"] - original_acc) <= ACC_TOL
 
 
 # ---------------------------------------------------------------- the CLI's refusals (in process, cheap)

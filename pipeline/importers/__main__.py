@@ -1,8 +1,8 @@
-"""Inspect or convert a foreign MLP before running the pipeline on it.
+"""Inspect or convert a foreign network (MLP or CNN) before running the pipeline on it.
 
-    python -m pipeline.importers MODEL [--arch 784-300-100-10:relu] [--data DATA] [--out model.npz]
+    python -m pipeline.importers MODEL [--arch 784-300-100-10:relu | 28x28x1] [--data DATA] [--out model.npz]
 
-Prints the detected format, layer widths, activations and provenance; with --data, the
+Prints the detected format, layer widths (or layer kinds), activations and provenance; with --data, the
 accuracy on that labeled set (IDX directory or .npz); with --out, writes the description.
 """
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pipeline import cli
 def build_parser():
     p = cli.ArgumentParser(prog="python -m pipeline.importers", description=__doc__.splitlines()[0])
     p.add_argument("model", help="ONNX, .keras/.h5, .pt/.pth (state_dict or TorchScript), .tflite or SavedModel dir")
-    p.add_argument("--arch", default=None, help="widths:hidden-activation, e.g. 784-300-100-10:relu "
-                                                "(required for a PyTorch state_dict, a check otherwise)")
+    p.add_argument("--arch", default=None, help="widths:hidden-activation, e.g. 784-300-100-10:relu (required for "
+                                                "a PyTorch state_dict), or a CNN's input HxWxC, e.g. 28x28x1 "
+                                                "(required for TorchScript CNNs); a check otherwise")
     p.add_argument("--data", default=None, help="labeled data to score on (IDX directory or .npz with x, y)")
     p.add_argument("--out", default=None, help="write the imported description as a prunedge model .npz")
     p.set_defaults(func=run)

@@ -46,8 +46,8 @@ class Described:
 class Chain:
     """Accumulates description layers; `input_shape` is per sample, channels-last, None if unknown."""
 
-    def __init__(self, source: str, input_name, input_shape=None, input_label=None):
-        self.source = source
+    def __init__(self, source: str, input_name, input_shape=None, input_label=None, layout: str = "nhwc"):
+        self.source, self.layout = source, layout  # layout: how the file itself takes images
         self.layers, self.shapes, self.wheres, self.versions, self.changes = [], [], [], [], []
         self.readers: dict[int, list[int]] = {-1: []}
         self.names = {input_name: _Ref(-1, 0)}
@@ -341,4 +341,6 @@ class Chain:
                                     "feature vector (flatten or global-pool, then a dense layer)")
         meta = {"output_transform": self.output_transform} if self.output_transform else {}
         shape = self.input_shape if self.input_shape is not None else (self.layers[0].weight.shape[0],)
+        if len(shape) == 3:  # the description takes (h, w, c); data laid out like the file's input differs
+            meta["source_input_layout"] = self.layout
         return Described(tuple(self.layers), tuple(int(s) for s in shape), meta)

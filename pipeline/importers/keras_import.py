@@ -87,7 +87,10 @@ def describe(model, source: str):
     unsupported = [_where(pos, l) for pos, l in _leaves(model) if type(l).__name__ not in HANDLERS]
     if unsupported:
         raise fail(source, f"unsupported layers: {', '.join(unsupported)}")
-    shape = tuple(model.inputs[0].shape[1:]) if getattr(model, "inputs", None) else None
+    try:
+        shape = tuple(model.inputs[0].shape[1:])
+    except (AttributeError, ValueError, IndexError, TypeError):  # a Sequential never built on an Input
+        shape = None
     chain = Chain(source, INPUT, shape, list(shape) if shape is not None else None)
     return chain.result(_walk(model, chain, INPUT, ""))
 

@@ -53,7 +53,7 @@ def load(path: Path, arch=None):
     inputs = [i for i in graph.input if i.name not in values and const(i.name, required=False) is None]
     if len(inputs) != 1 or len(graph.output) != 1:
         raise fail(path, f"expected one input and one output, got {len(inputs)} and {len(graph.output)}")
-    chain = Chain(str(path), inputs[0].name, *_input_shape(inputs[0]))
+    chain = Chain(str(path), inputs[0].name, *_input_shape(inputs[0]), layout="nchw")
     for i, node in enumerate(graph.node):
         where = _where(i, node)
         data = [n for n in node.input if chain.has(n)]

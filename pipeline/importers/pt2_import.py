@@ -151,7 +151,7 @@ def load(path: Path, arch=None):
     if unsupported:
         raise fail(path, f"unsupported ops: {', '.join(unsupported)}")
     shape = (dims[1], dims[2], dims[0]) if len(dims) == 3 else tuple(dims)
-    chain = Chain(source, data_input, shape or None, dims)
+    chain = Chain(source, data_input, shape or None, dims, layout="nchw")
     for node, where in zip(nodes, wheres):
         HANDLERS[_op(node["target"])](chain, _ExportCall(node, tensors, source, where))
     return chain.result(output)

@@ -157,7 +157,8 @@ def load_torchscript(path: Path, arch=None):
         raise fail(path, "TorchScript keeps no input size, which a CNN needs: pass it as --arch HxWxC "
                          "(channels last, e.g. 28x28x1)")
     h, w, c = arch.shape if image else (None, None, None)
-    chain = Chain(str(path), graph_inputs[1].unique(), arch.shape if image else None, [c, h, w] if image else None)
+    chain = Chain(str(path), graph_inputs[1].unique(), arch.shape if image else None, [c, h, w] if image else None,
+                  layout="nchw")
     consts = _constants(nodes)
     for i, node in enumerate(nodes):
         kind, where = _kind(node), f"{_kind(node)} (node {i})"
