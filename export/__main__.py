@@ -166,15 +166,15 @@ def cmd_run(args) -> int:
         from pipeline.model_io import load
         methods = list(defaults("mlp" if load(next(iter(trained.values()))).is_mlp else "cnn"))
     data = eval_data(args, next(iter(trained.values())) if args.model else None)
-    kdirs = []
+    kdirs, executor = [], _executor(args)
     for framework, npz in trained.items():
         paths = prune_stage(npz, framework=framework, methods=methods, levels=levels, out_root=export_root,
-                            dataset=training_data(args))
+                            dataset=training_data(args), executor=executor)
         kdirs += [p.parent for p in paths]
     timings = layer_timings(kdirs, export_root, formats, data, remeasure=args.remeasure)
     options = ExportOptions(calibration=data.x_calibration, layer_timings=timings)
     records = process(kdirs, root=export_root, formats=formats, options=options, data=data,
-                      executor=_executor(args), strict=args.strict)
+                      executor=executor, strict=args.strict)
     config = _config(args, data, options, frameworks=list(trained), methods=methods, levels=levels,
                      formats=formats, jobs=jobs)
     fresh_entries = [e for r in records for e in r["files"]]
