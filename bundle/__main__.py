@@ -4,14 +4,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bundle.build import BENCH_ROOT, BUNDLE_ROOT, EXPORT_ROOT, bundle_formats, make_bundle
-from export.runtimes import RUNTIMES
+from bundle.build import BUNDLE_ROOT, make_bundle
+from bundle.choose import BENCH_ROOT, EXPORT_ROOT, bundle_formats, shippable_runtimes
 from pipeline import cli
 from pipeline.errors import fail
 
 
 # LiteRT delegate setting -> the runtime row that runs with it (the older --delegate spelling)
-DELEGATE_RUNTIMES = {r.delegate: r.name for r in RUNTIMES.values() if r.delegate and r.runner}
+DELEGATE_RUNTIMES = {r.delegate: r.name for r in shippable_runtimes().values() if r.delegate}
 
 
 def build_parser():
@@ -21,7 +21,7 @@ def build_parser():
     p.add_argument("--model", type=Path, help="export k-dir (e.g. artifacts/export/torch/unit/k90) or model file")
     p.add_argument("--format", dest="fmt", choices=sorted(bundle_formats()), default="onnx", help="default: onnx")
     p.add_argument("--variant", help="fp32 (default), fp16, int8-dynamic, ... (picks model.<variant>.<ext>)")
-    p.add_argument("--runtime", choices=sorted(r.name for r in RUNTIMES.values() if r.runner),
+    p.add_argument("--runtime", choices=sorted(shippable_runtimes()),
                    help="run it in this runtime instead of the one it was verified and shipped with")
     p.add_argument("--delegate", choices=sorted(DELEGATE_RUNTIMES),
                    help="LiteRT only, the older spelling of --runtime litert-xnnpack / litert-builtin")

@@ -9,10 +9,8 @@ what is known about it: bundle.describe; what is measured: bundle.measure.
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import io
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from string import Template
@@ -20,27 +18,16 @@ from string import Template
 import numpy as np
 
 from bundle import describe, measure
-from bundle.archive import TAR_MTIME, mode, write_tar_gz  # noqa: F401  (TAR_MTIME: part of this API)
-from bundle.choose import (BENCH_ROOT, EXPORT_ROOT, bundle_formats, bundle_runtime, choose_default,  # noqa: F401
+from bundle.archive import mode, write_tar_gz
+from bundle.choose import (BENCH_ROOT, EXPORT_ROOT, bundle_formats, bundle_runtime, choose_default,
                            latency_rows, read_bench_rows, resolve_model_file, variant_of)
+from bundle.template import TEMPLATE_DIR, load_template_predict
 from export.runtimes import RUNTIMES, Runtime
-from pipeline.errors import PrunedgeError, fail  # noqa: F401  (PrunedgeError: what callers catch)
+from pipeline.errors import fail
 from pipeline.fileio import sha256_bytes, sha256_file, staging_dir, write_json, write_text
 
-TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "bundle_template"
 BUNDLE_ROOT = Path("artifacts/bundle")
 CLASSES_FILE = "classes.txt"
-
-
-def load_template_predict():
-    """bundle_template/predict.py as a module: the bundle's own loading code measures the bundle."""
-    name = "prunedge_bundle_predict"
-    if name not in sys.modules:  # dataclasses look their module up in sys.modules
-        spec = importlib.util.spec_from_file_location(name, TEMPLATE_DIR / "predict.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[name]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -57,13 +44,18 @@ class Source:
     reference: object  # the model description (model.npz), or None
 
 
-def model_files(path: Path, runner) -> tuple:
-    """The file and, for a kind that is a pair, its companion(s): model.param -> model.bin."""
-    stem = path.name[: -len(runner.suffixes[0])]
-    paths = (path, *(path.with_name(stem + s) for s in runner.suffixes[1:]))
+def model_files(path: Path, fmt: str, runner) -> tuple:
+    """The file and the companions its export row writes (NCNN: model.ncnn.param + .bin), which must
+    be the files, in order, that the runner takes."""
+    from export.formats import by_file, files_of
+    row = by_file(path) or bundle_formats().get(fmt)  # a renamed file: its format's fp32 row
+    paths = tuple(files_of(row, path)) if row is not None else (path,)
     for p in paths[1:]:
         if not p.is_file():
-            raise fail(p, f"missing: {path.name} comes as a pair with it")
+            raise fail(p, f"missing: {path.name} comes with it")
+    if len(paths) != len(runner.suffixes) or not all(p.name.endswith(s) for p, s in zip(paths, runner.suffixes)):
+        raise fail(path, f"its runner takes {len(runner.suffixes)} file(s) ending in {', '.join(runner.suffixes)}, "
+                         f"the export writes {', '.join(p.name for p in paths)}")
     return paths
 
 
@@ -80,7 +72,7 @@ def locate(model, *, fmt: str, variant: str | None, runtime: str | None, export_
     describe.check_entry(path, entry)
     row = bundle_runtime(runtime or entry.get("runtime") or bench_runtime, fmt)
     meta, reference = describe.provenance(path)
-    return Source(paths=model_files(path, pred.RUNNERS[row.runner]), fmt=fmt, row=row, artifact=artifact,
+    return Source(paths=model_files(path, fmt, pred.RUNNERS[row.runner]), fmt=fmt, row=row, artifact=artifact,
                   variant=variant or entry.get("variant") or variant_of(path, fmt), entry=entry, config=config,
                   meta=meta, reference=reference)
 
@@ -102,10 +94,13 @@ def inspect(src: Source, pred, data: Path | None) -> tuple[dict, list, np.ndarra
     n_classes = io_spec["output"]["shape"][-1]
     if not isinstance(n_classes, int) or not 1 <= n_classes <= pred.MAX_CLASSES:
         raise fail(src.paths[0], f"output shape {io_spec['output']['shape']} is not [batch, classes]")
+    fashion = describe.trained_on_fashion_mnist(src.meta)
+    if data is not None and fashion:
+        raise fail("--data", f"{src.meta['framework']} models are trained on Fashion-MNIST; --data names an "
+                             "imported model's labeled set")
     if data is None and src.config.get("data") and src.meta.get("framework") == "imported":
         data = Path(src.config["data"])  # the labeled set the export checked it on
     names, names_source = describe.class_names(src.meta, n_classes, data, pred.Str().ok)
-    fashion = describe.trained_on_fashion_mnist(src.meta)
     try:
         model = pred.Model(session, inp, n_classes, src.paths[0])
         measured = measure.host_measurements(model, pred, src.reference, src.entry, inp, fashion)

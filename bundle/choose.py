@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from bundle.template import load_template_predict
 from export.runtimes import RUNTIMES, Runtime
 from pipeline.errors import fail
 
@@ -24,9 +25,15 @@ def _export_rows():
     return FORMATS.values()
 
 
+def shippable_runtimes() -> dict[str, Runtime]:
+    """The runtime rows a bundle can ship: a pip package and a runner bundle_template/predict.py has."""
+    runners = load_template_predict().RUNNERS
+    return {r.name: r for r in RUNTIMES.values() if r.package and r.runner in runners}
+
+
 def bundle_formats() -> dict:
-    """format -> its fp32 export row, for every format some runtime can ship in a bundle."""
-    shippable = {f for r in RUNTIMES.values() if r.runner for f in r.formats}
+    """format -> its fp32 export row, for every format some shippable runtime runs."""
+    shippable = {f for r in shippable_runtimes().values() for f in r.formats}
     return {f.format: f for f in _export_rows() if f.variant == "fp32" and f.format in shippable}
 
 
@@ -37,10 +44,13 @@ def _suffix(fmt: str) -> str:
 
 def bundle_runtime(name: str | None, fmt: str) -> Runtime:
     """The runtime row a bundle of `fmt` ships with: the recorded one, else the first the export verifies with."""
-    row = RUNTIMES.get(name or bundle_formats()[fmt].runtimes[0])
-    if row is None or fmt not in row.formats or row.runner is None:
-        raise fail("--runtime", f"{name!r} cannot run a {fmt} bundle (choose from "
-                                f"{', '.join(r.name for r in RUNTIMES.values() if fmt in r.formats and r.runner)})")
+    rows = shippable_runtimes()
+    row = rows.get(name or bundle_formats()[fmt].runtimes[0])
+    if row is None or fmt not in row.formats:
+        why = "has no bundle runner yet" if name in RUNTIMES and fmt in RUNTIMES[name].formats else \
+            f"cannot run a {fmt} bundle"
+        raise fail("--runtime", f"{name!r} {why} (choose from "
+                                f"{', '.join(r.name for r in rows.values() if fmt in r.formats)})")
     return row
 
 

@@ -21,7 +21,7 @@ VERIFY_N = 512
 FASHION_IMAGE = [28, 28]  # a model that takes these one-channel images can be fed Fashion-MNIST
 
 
-def test_images(spec: dict, n: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+def sample_images(spec: dict, n: int) -> tuple[np.ndarray, np.ndarray | None, str]:
     """(uint8 [n, *sample_shape], labels or None, what they are): real Fashion-MNIST test images when
     the model takes 28x28 one-channel images and the dataset is here, else seeded noise."""
     shape = spec["sample_shape"]
@@ -46,7 +46,7 @@ def _accuracy(model, pred, entry: dict, spec: dict, fashion: bool) -> dict:
     model trained on it (anything else has no labels this build knows)."""
     if entry.get("accuracy") is not None:
         return {"accuracy": entry["accuracy"], "accuracy_source": "artifacts/export/manifest.json"}
-    x_u8, y, _ = test_images(spec, 10000)
+    x_u8, y, _ = sample_images(spec, 10000)
     if not fashion or y is None:
         return {"accuracy": None}
     classes = pred.run_batched(model, _pixels(x_u8)).argmax(axis=1)
@@ -60,7 +60,7 @@ def host_measurements(model, pred, reference, entry: dict, spec: dict, fashion: 
     if entry.get("verify"):
         out["verify"] = {**entry["verify"], "source": "artifacts/export/manifest.json"}
     elif reference is not None:
-        x_u8, _, what = test_images(spec, VERIFY_N)
+        x_u8, _, what = sample_images(spec, VERIFY_N)
         x = _pixels(x_u8)
         got, want = pred.run_batched(model, x), reference.forward(x)
         out["verify"] = {"status": "measured", "max_abs_diff": float(np.abs(got - want).max()),
@@ -72,7 +72,7 @@ def host_measurements(model, pred, reference, entry: dict, spec: dict, fashion: 
 def selftest_data(model, pred, variant: str, spec: dict) -> tuple[np.ndarray, dict]:
     """The images with the clearest top-1 margin (so rounding on another CPU cannot flip them), and
     the classes/logits this host gives them."""
-    x_u8, _, what = test_images(spec, SELFTEST_POOL)
+    x_u8, _, what = sample_images(spec, SELFTEST_POOL)
     logits = pred.run_batched(model, _pixels(x_u8))
     scale = max(1.0, float(np.abs(logits).max()))
     tol = (1e-3 if variant in ("fp32", "sparse") else 5e-2) * scale

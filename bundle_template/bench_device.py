@@ -108,10 +108,8 @@ def machine_info(bundle: predict.Bundle) -> dict:
                 break
     except OSError:
         pass
-    versions = {"numpy": np.__version__}
-    for module in ("onnxruntime", "ai_edge_litert"):
-        if module in sys.modules:
-            versions[module] = getattr(sys.modules[module], "__version__", "")
+    module = predict.RUNNERS[bundle.manifest["model"]["runner"]].module
+    versions = {"numpy": np.__version__, module: getattr(sys.modules.get(module), "__version__", "")}
     return {"cpu": cpu, "machine": platform.machine(), "cores": os.cpu_count(),
             "python": platform.python_version(), "platform": platform.platform(), "versions": versions,
             "bundle": bundle.manifest["name"]}

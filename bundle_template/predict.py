@@ -256,6 +256,32 @@ class TfliteSession:
         return _dequantize(self.interp.get_tensor(self.output["index"]), self.output)
 
 
+class OpenvinoSession:
+    """OpenVINO's CPU plugin on an ONNX file, set up as the export verified it: f32 forced (it would
+    pick f16 or bf16 on some CPUs), one stream, no CPU pinning; its telemetry module is kept out."""
+    runtime = "openvino"
+
+    def __init__(self, blobs: list, threads: int | None, delegate: str | None):
+        sys.modules.setdefault("openvino_telemetry", None)  # would fork a process that posts usage data
+        import openvino as ov
+        core = ov.Core()
+        self.compiled = core.compile_model(core.read_model(blobs[0]), "CPU", {
+            "INFERENCE_NUM_THREADS": threads or 0, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32", "ENABLE_CPU_PINNING": False})
+        self.request, self.tensor = self.compiled.create_infer_request(), ov.Tensor
+
+    def io_spec(self) -> dict:
+        def spec(port):
+            return {"name": port.get_any_name(), "dtype": np.dtype(port.get_element_type().to_dtype()).name,
+                    "shape": [d.get_length() if d.is_static else None for d in port.get_partial_shape()]}
+        return {"input": spec(self.compiled.inputs[0]), "output": spec(self.compiled.outputs[0])}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.request.set_input_tensor(self.tensor(np.ascontiguousarray(x, dtype=np.float32), shared_memory=True))
+        self.request.infer()
+        return self.request.get_output_tensor().data.copy()  # the request reuses its buffer
+
+
 @dataclass(frozen=True)
 class Runner:
     """How this script runs one kind of model file, and what manifest.json may say about it."""
@@ -263,13 +289,17 @@ class Runner:
     suffixes: tuple  # model.files, in this order, end with these (a .param + .bin pair lists two)
     layouts: tuple  # input layouts its files use (LAYOUTS keys)
     delegates: tuple  # manifest model.delegate values it accepts
+    module: str  # the library it imports (bench_device.py records its version)
 
 
 # manifest model.runner -> Runner. A new runtime is one session class and one row here.
 RUNNERS = {
-    "onnx": Runner(OnnxSession, suffixes=(".onnx",), layouts=("features", "nchw"), delegates=(None,)),
+    "onnx": Runner(OnnxSession, suffixes=(".onnx",), layouts=("features", "nchw"), delegates=(None,),
+                   module="onnxruntime"),
     "tflite": Runner(TfliteSession, suffixes=(".tflite",), layouts=("features", "nhwc"),
-                     delegates=("xnnpack", "none")),
+                     delegates=("xnnpack", "none"), module="ai_edge_litert"),
+    "openvino": Runner(OpenvinoSession, suffixes=(".onnx",), layouts=("features", "nchw"), delegates=(None,),
+                       module="openvino"),
 }
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 from bundle import build as B
+from bundle.archive import TAR_MTIME, write_tar_gz
 from bundle.__main__ import main as bundle_main
 from export import formats as F
 from pipeline.data import CLASS_NAMES, FILES, IMAGE_MAGIC, data_dir, read_idx
@@ -185,10 +186,10 @@ def test_tarball_is_deterministic_and_matches_dir(bundle, tmp_path):
         members = tar.getmembers()
         names = [m.name for m in members]
         assert names == [path.name] + sorted(f"{path.name}/{p.name}" for p in path.iterdir())
-        assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in members} == {(B.TAR_MTIME, 0, 0, "", "")}
+        assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in members} == {(TAR_MTIME, 0, 0, "", "")}
         for m in members[1:]:
             assert tar.extractfile(m).read() == (path.parent / m.name).read_bytes()
-    again = B.write_tar_gz(path, tmp_path / "again.tar.gz", path.name)
+    again = write_tar_gz(path, tmp_path / "again.tar.gz", path.name)
     assert again.read_bytes() == tar_path.read_bytes()
 
 
@@ -314,7 +315,7 @@ def test_cli_builds_a_bundle_and_errors_are_one_line(export_tree, tmp_path, caps
                         "--bench-root", str(tmp_path / "nb"), "--out-root", str(tmp_path), "--name", "c"]) == 0
     assert capsys.readouterr().out.split() == [str(tmp_path / "c"), str(tmp_path / "c.tar.gz")]
     for argv, word in ((["--model", str(tmp_path / "missing")], "missing"), (["--name", "../x"], "--name"),
-                       (["--format", "onnx", "--delegate", "none"], "--delegate")):
+                       (["--format", "onnx", "--delegate", "none"], "--delegate"), (["--data", "x.npz"], "--data")):
         extra = [] if "--model" in argv else ["--model", str(kdir_of(root, "mlp")), "--export-root", str(root)]
         assert bundle_main(argv + extra + ["--out-root", str(tmp_path)]) == 2
         err = capsys.readouterr().err.strip().splitlines()

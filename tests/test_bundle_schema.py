@@ -23,11 +23,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bundle import build as B
+from bundle.template import TEMPLATE_DIR
 from export import formats as F
 from pipeline.model import random_model
 from pipeline.model_io import save
 
-sys.path.insert(0, str(B.TEMPLATE_DIR))
+sys.path.insert(0, str(TEMPLATE_DIR))
 import bench_device  # noqa: E402  (the bundle's own scripts, imported as on a device)
 import predict  # noqa: E402
 

@@ -16,9 +16,11 @@ import numpy as np
 import pytest
 
 from bundle import build as B
+from bundle.template import TEMPLATE_DIR, load_template_predict
 from bundle import choose, describe
 from export.runtimes import RUNTIMES
 from pipeline.data import CLASS_NAMES, FILES, IMAGE_MAGIC, data_dir, read_idx
+from pipeline.errors import PrunedgeError
 from pipeline.model import Model, random_model
 from test_bundle import (B_COLUMNS, LOGIT_ATOL, WIDTHS, assert_one_line_error, export_kdir, manifest_of,
                          run_script, small_cnn)
@@ -38,12 +40,12 @@ def test_test_cnn_sees_the_layout(images):
 
 # ---------------------------------------------------------------- imports and tables
 
-ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "ai_edge_litert", "predict"}
+ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "ai_edge_litert", "openvino", "predict"}
 
 
 @pytest.mark.parametrize("script", ["predict.py", "bench_device.py"])
 def test_bundle_scripts_import_only_numpy_runtime_stdlib(script):
-    tree = ast.parse((B.TEMPLATE_DIR / script).read_text())
+    tree = ast.parse((TEMPLATE_DIR / script).read_text())
     roots = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -59,37 +61,70 @@ def test_bundle_scripts_import_only_numpy_runtime_stdlib(script):
     assert "numpy" in roots
 
 
+# runtimes the tables name whose predict.py runner is not written yet (one session class + one RUNNERS row)
+PENDING_RUNNERS = {"ncnn"}
+
+
 def test_every_shipped_runtime_has_a_predict_runner():
-    """export.runtimes names predict.py runners; each runner takes its row's delegate and files."""
-    pred = B.load_template_predict()
-    shipped = [r for r in RUNTIMES.values() if r.runner]
-    assert {r.runner for r in shipped} <= set(pred.RUNNERS) and shipped
-    for row in shipped:
+    """export.runtimes names predict.py runners; each takes its row's delegate, layouts and files."""
+    pred = load_template_predict()
+    named = {r.runner for r in RUNTIMES.values() if r.runner}
+    assert named - set(pred.RUNNERS) <= PENDING_RUNNERS, "a runtime row names a runner predict.py lacks"
+    for row in choose.shippable_runtimes().values():
         runner = pred.RUNNERS[row.runner]
         assert row.delegate in runner.delegates, row.name
         assert set(runner.layouts) <= set(pred.LAYOUTS) and "features" in runner.layouts
+        assert row.imports[0].split(".")[0] == runner.module, row.name  # what the row's loader imports
         for fmt in row.formats:
             assert choose.bundle_formats()[fmt].suffix.endswith(runner.suffixes[0]), (row.name, fmt)
 
 
+def test_a_runtime_without_a_runner_is_refused_in_one_line(tmp_path, capsys):
+    from bundle.__main__ import main as bundle_main
+    for name in sorted(PENDING_RUNNERS & set(RUNTIMES)):
+        assert bundle_main(["--runtime", name, "--model", str(tmp_path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and name in err[0], err
+
+
 def test_a_pair_file_kind_is_bundled_as_two_files(tmp_path, monkeypatch):
-    """A kind stored as two files (NCNN .param + .bin): both are found, listed and checked."""
-    pred = B.load_template_predict()
-    pair = pred.Runner(open=None, suffixes=(".param", ".bin"), layouts=("features", "nchw"), delegates=(None,))
-    (tmp_path / "model.param").write_text("p")
-    with pytest.raises(B.PrunedgeError, match="model.bin.*pair"):
-        B.model_files(tmp_path / "model.param", pair)
-    (tmp_path / "model.bin").write_bytes(b"b")
-    assert B.model_files(tmp_path / "model.param", pair) == (tmp_path / "model.param", tmp_path / "model.bin")
+    """A kind the export writes as two files (NCNN .param + .bin): both are found, listed and checked."""
+    pred = load_template_predict()
+    pair = pred.Runner(open=None, suffixes=(".param", ".bin"), layouts=("features", "nchw"), delegates=(None,),
+                       module="ncnn")
+    param = tmp_path / "model.ncnn.param"
+    param.write_text("p")
+    with pytest.raises(PrunedgeError, match="model.ncnn.bin: missing"):
+        B.model_files(param, "ncnn", pair)
+    (tmp_path / "model.ncnn.bin").write_bytes(b"b")
+    assert B.model_files(param, "ncnn", pair) == (param, tmp_path / "model.ncnn.bin")
+    with pytest.raises(PrunedgeError, match="runner takes 1 file"):
+        B.model_files(param, "ncnn", pred.RUNNERS["onnx"])
     monkeypatch.setitem(pred.RUNNERS, "pair", pair)
-    files = {n: {"sha256": "0" * 64, "bytes": 1} for n in ("model.param", "model.bin", "classes.txt")}
-    manifest = {"model": {"files": ["model.param", "model.bin"], "runner": "pair", "delegate": None},
+    files = {n: {"sha256": "0" * 64, "bytes": 1} for n in ("model.ncnn.param", "model.ncnn.bin", "classes.txt")}
+    manifest = {"model": {"files": ["model.ncnn.param", "model.ncnn.bin"], "runner": "pair", "delegate": None},
                 "input": {"layout": "nchw", "sample_shape": [2, 2, 1], "accepts": [[2, 2, 1], [4]]},
                 "output": {"classes_file": "classes.txt", "n_classes": 2}, "selftest": None, "files": files}
     pred.check_consistency(manifest)
-    manifest["model"]["files"] = ["model.param"]
+    manifest["model"]["files"] = ["model.ncnn.param"]
     with pytest.raises(pred.BundleError, match="2 file"):
         pred.check_consistency(manifest)
+
+
+def test_openvino_runs_the_onnx_file_in_a_bundle(tmp_path, images):
+    """A second runner for one file format: the ONNX file of a CNN on OpenVINO, fed NCHW."""
+    model = small_cnn(framework="torch")
+    kdir = export_kdir(model, tmp_path / "export" / "cnn-torch" / "dense" / "k00", formats=("onnx",))
+    path = B.make_bundle(kdir, fmt="onnx", runtime="openvino", out_root=tmp_path / "out",
+                         export_root=tmp_path / "export", bench_root=tmp_path / "nb")
+    assert manifest_of(path)["model"]["runner"] == "openvino" and manifest_of(path)["input"]["layout"] == "nchw"
+    assert [r.split("==")[0] for r in (path / "requirements.txt").read_text().split()] == ["numpy", "openvino"]
+    np.save(tmp_path / "x.npy", images)
+    proc = run_script(path, "predict.py", tmp_path / "x.npy", "--logits", tmp_path / "l.npy", "-q")
+    assert proc.returncode == 0, proc.stderr
+    np.testing.assert_allclose(np.load(tmp_path / "l.npy"), model.forward(images[..., None].astype(np.float32) / 255),
+                               rtol=1e-4, atol=LOGIT_ATOL)
+    assert run_script(path, "predict.py", "--selftest").returncode == 0
 
 
 # ---------------------------------------------------------------- class names and imported shapes
@@ -133,7 +168,7 @@ def test_imported_model_class_names(tmp_path, images, source):
 def test_class_names_that_do_not_fit_are_refused(tmp_path, images):
     npz = tmp_path / "labeled.npz"
     np.savez(npz, x=images[:4], y=np.zeros(4, int), class_names=np.array(["a", "b"]))
-    with pytest.raises(B.PrunedgeError, match="2 class names for a model with 3 classes"):
+    with pytest.raises(PrunedgeError, match="2 class names for a model with 3 classes"):
         _imported_bundle(tmp_path, _imported_mlp(), data=npz)
 
 
@@ -185,10 +220,10 @@ def test_default_choice_is_fastest_within_one_point(tmp_path):
         {"method": "unit", "sparsity": "90", "artifact": "torch/unit/k90/model.onnx", "p50_us": "1", "accuracy": "0.881",
          "threads": "2"},
     ])
-    path, runtime = B.choose_default("onnx", export_root=exp, bench_root=tmp_path / "bench")
+    path, runtime = choose.choose_default("onnx", export_root=exp, bench_root=tmp_path / "bench")
     assert path == exp / "torch" / "unit" / "k90" / "model.onnx" and runtime == "onnxruntime"
-    with pytest.raises(B.PrunedgeError, match="no default tflite artifact"):
-        B.choose_default("tflite", export_root=exp, bench_root=tmp_path / "bench")
+    with pytest.raises(PrunedgeError, match="no default tflite artifact"):
+        choose.choose_default("tflite", export_root=exp, bench_root=tmp_path / "bench")
 
 
 @pytest.mark.parametrize("defect,words", [("failed", "failed verification"), ("changed", "changed since export")])
@@ -204,7 +239,7 @@ def test_refuses_failed_or_changed_export(tmp_path, defect, words):
     else:
         entry["sha256"] = "0" * 64
     (tree / "manifest.json").write_text(json.dumps({"config": {}, "files": [entry]}))
-    with pytest.raises(B.PrunedgeError, match=words):
+    with pytest.raises(PrunedgeError, match=words):
         B.make_bundle(tree / "torch" / "dense" / "k00", fmt="onnx", out_root=tmp_path / "out",
                       export_root=tree, bench_root=tmp_path / "no-bench")
     assert not (tmp_path / "out" / "torch-dense-k00-fp32-onnx").exists()
