@@ -63,9 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="few repetitions and only levels 0 and 90 (unless --levels): a smoke test")
     p.add_argument("--min-seconds", type=float, default=None,
-                   help="time each measurement at least this long (default 0.1; --quick 0.01)")
+                   help="time each measurement at least this long (default 0.03; --quick 0.01)")
     p.add_argument("--max-seconds", type=float, default=None,
-                   help="stop timing after this long once enough reps are in (default 0.3; --quick 0.05)")
+                   help="stop timing after this long once enough reps are in (default 0.2; --quick 0.05)")
     p.add_argument("--strict", action="store_true", help="stop at the first failed measurement")
     p.add_argument("--timeout", type=float, default=900.0,
                    help="seconds a child may go without a result (one file's step) before it is stopped "
