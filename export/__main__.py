@@ -22,6 +22,7 @@ from pathlib import Path
 from pipeline import cli
 from pipeline.cli import FRAMEWORKS, ArgumentParser
 from pipeline.errors import PrunedgeError, fail
+from pipeline.fileio import locked
 from pipeline.methods import defaults
 
 # Gradual (-gp) replaced one-shot + fine-tune (-ft) in the default: same epochs per level, better
@@ -138,12 +139,13 @@ def layer_timings(kdirs: list[Path], export_root: Path, formats: list[str], data
     if not rows:
         return None
     path = export_root / tflite_auto.TIMINGS_FILE
-    table = tflite_auto.empty_table() if remeasure else tflite_auto.load_table(path)
-    before = json.dumps(table, sort_keys=True)
     models = [m for m in (load(k / "model.npz") for k in kdirs) if any(f.applies_to(m) for f in rows)]
-    table = tflite_auto.measure_missing(models, table, data.x_check[:256])
-    if json.dumps(table, sort_keys=True) != before:
-        tflite_auto.save_table(path, table)
+    with locked(path):  # one run times at a time (two would slow each other's timings) and none loses rows
+        table = tflite_auto.empty_table() if remeasure else tflite_auto.load_table(path)
+        before = json.dumps(table, sort_keys=True)
+        table = tflite_auto.measure_missing(models, table, data.x_check[:256])
+        if json.dumps(table, sort_keys=True) != before:
+            tflite_auto.save_table(path, table)
     return table
 
 
@@ -178,7 +180,8 @@ def cmd_run(args) -> int:
     config = _config(args, data, options, frameworks=list(trained), methods=methods, levels=levels,
                      formats=formats, jobs=jobs)
     fresh_entries = [e for r in records for e in r["files"]]
-    write_manifest(export_root, _earlier_entries(export_root, kdirs) + fresh_entries, config=config)
+    with locked(export_root / "manifest.json"):  # another run may be merging its entries right now
+        write_manifest(export_root, _earlier_entries(export_root, kdirs) + fresh_entries, config=config)
     return _finish(export_root, records, time.perf_counter() - start, args.strict)
 
 
@@ -224,9 +227,11 @@ def cmd_verify(args) -> int:
         records += process(kdirs, root=export_root, formats=list(chosen), options=options, data=data,
                            executor=executor, strict=False, reexport=False, desc="verify")
     redone = {(e["path"]) for r in records for e in r["files"]}
-    kept = [e for e in manifest["files"] if e["path"] not in redone]
-    config = {**manifest.get("config", {}), "reverified": _config(args, data, options)}
-    write_manifest(export_root, kept + [e for r in records for e in r["files"]], config=config)
+    with locked(export_root / "manifest.json"):
+        manifest = load_manifest(export_root)  # as it is now: another run may have added entries
+        kept = [e for e in manifest["files"] if e["path"] not in redone]
+        config = {**manifest.get("config", {}), "reverified": _config(args, data, options)}
+        write_manifest(export_root, kept + [e for r in records for e in r["files"]], config=config)
     return _finish(export_root, records, time.perf_counter() - start, args.strict)
 
 

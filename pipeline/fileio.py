@@ -79,6 +79,25 @@ def _alive(pid: int) -> bool:
     return True
 
 
+LOCK_TIMEOUT_S = 600  # a concurrent run holding the lock this long is stuck, not busy
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike, timeout: float = LOCK_TIMEOUT_S) -> Iterator[Path]:
+    """Hold an inter-process lock on `path` (a `.<name>.lock` file beside it, via filelock) for a
+    read-modify-write of shared state: two runs writing into one root never lose each other's entries."""
+    from filelock import FileLock, Timeout
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(path.parent / f".{path.name}.lock"), timeout=timeout)
+    try:
+        with lock:
+            yield path
+    except Timeout:
+        from pipeline.errors import fail
+        raise fail(path, f"another run has held its lock for {timeout:.0f} s; is it stuck?") from None
+
+
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
