@@ -95,7 +95,8 @@ def torch_net(head: str = "flatten"):
     with torch.no_grad():
         for mod in net.modules():
             if isinstance(mod, nn.BatchNorm2d):
-                for t, v in zip((mod.weight, mod.bias, mod.running_mean, mod.running_var), bn_stats(len(mod.weight), rng)):
+                tensors = (mod.weight, mod.bias, mod.running_mean, mod.running_var)
+                for t, v in zip(tensors, bn_stats(len(mod.weight), rng)):
                     t.copy_(torch.from_numpy(v))
     return net.eval()
 
@@ -248,7 +249,8 @@ def test_onnx_activation_after_a_max_pool_moves_onto_the_conv(tmp_path, images):
                               [numpy_helper.from_array(v.astype(np.float32), k) for k, v in inits.items()])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), tmp_path / "m.onnx")
     model = import_model(tmp_path / "m.onnx")
-    assert [(l.kind, getattr(l, "activation", None)) for l in model.layers][:2] == [("conv2d", "relu"), ("pool2d", None)]
+    kinds = [(l.kind, getattr(l, "activation", None)) for l in model.layers]
+    assert kinds[:2] == [("conv2d", "relu"), ("pool2d", None)]
     assert_close(model.forward(images), run_onnx(tmp_path / "m.onnx", images.transpose(0, 3, 1, 2)))
 
 

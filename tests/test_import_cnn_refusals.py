@@ -82,7 +82,8 @@ def test_onnx_refuses_branches_other_than_a_residual_add(tmp_path):
     fails(onnx_file(tmp_path / "concat.onnx", [*concat, *head], {**k, **fc}),
           r"Concat \(node 2 'join'\): Concat on the layer data is not supported")
     head, fc = conv_head("s", 2 * 36)
-    shapes = [helper.make_node("Conv", ["x", "k3"], ["a"], pads=[1, 1, 1, 1]), helper.make_node("Conv", ["x", "k3"], ["b"]),
+    shapes = [helper.make_node("Conv", ["x", "k3"], ["a"], pads=[1, 1, 1, 1]),
+              helper.make_node("Conv", ["x", "k3"], ["b"]),
               helper.make_node("Add", ["a", "b"], ["s"], name="sum")]
     fails(onnx_file(tmp_path / "shapes.onnx", [*shapes, *head], {**k, **fc}),
           r"Add \(node 2 'sum'\): adds shapes \[6, 6, 2\] and \[4, 4, 2\]: only a residual Add")
@@ -90,7 +91,8 @@ def test_onnx_refuses_branches_other_than_a_residual_add(tmp_path):
              helper.make_node("Add", ["r", "a"], ["s"], name="sum")]
     fails(onnx_file(tmp_path / "stale.onnx", [*stale, *head], {**k, **fc}),
           r"Add \(node 2 'sum'\): reads the output of Conv \(node 0 'c0'\) from before its activation relu")
-    unused = [helper.make_node("Conv", ["x", "k"], ["a"], name="c0"), helper.make_node("Conv", ["x", "k"], ["s"], name="c1")]
+    unused = [helper.make_node("Conv", ["x", "k"], ["a"], name="c0"),
+              helper.make_node("Conv", ["x", "k"], ["s"], name="c1")]
     fails(onnx_file(tmp_path / "unused.onnx", [*unused, *head], {**k, **fc}),
           r"Conv \(node 0 'c0'\): its output is never used \(branches may only join in a residual Add\)")
 

@@ -267,7 +267,8 @@ def test_foreign_cnn_is_filter_pruned_shrunk_exported_and_verified(tmp_path):
     assert pruned.meta["physical"] == "shrunk" and pruned.n_params < dense.n_params / 1.5
 
     manifest = json.loads((root / "export" / "manifest.json").read_text())
-    entries = {(e["sparsity"], e["format"]): e for e in manifest["files"] if e["path"].startswith(f"{model_path.stem}/")}
+    entries = {(e["sparsity"], e["format"]): e for e in manifest["files"]
+               if e["path"].startswith(f"{model_path.stem}/")}
     assert set(entries) == {(float(k), f) for k in (0, 50) for f in ("npz", "onnx", "tflite")}
     assert all(e["verify"]["status"] == "passed" for e in entries.values()), entries
     for fmt in ("onnx", "tflite"):

@@ -2,7 +2,8 @@
 
 A `call` is what both walks hand over: `call.src(k)` names the data tensor at argument k,
 `call.arg(k, default, name)` is a constant argument (positional k, or keyword `name`; a tensor
-comes back as a numpy array; `call.known(k)` says whether it is constant), `call.out` names the output and `call.where` the op and position.
+comes back as a numpy array; `call.known(k)` says whether it is constant), `call.out` names the output
+and `call.where` the op and position.
 PyTorch is NCHW: kernels are already [out, in, kh, kw]; padding (ph, pw) is (ph, ph, pw, pw);
 padding='same' (stride 1) puts the odd pixel after; a flatten after convolutions is channels-first.
 """
@@ -144,7 +145,8 @@ def _squeeze(chain, call):
 def _softmax(name):
     def handler(chain, call):
         if call.arg(1) not in (1, -1) or call.arg(2) is not None:
-            raise fail(call.source, f"{call.where}: {name} over dim {call.arg(1)} / dtype {call.arg(2)} is not supported")
+            raise fail(call.source, f"{call.where}: {name} over dim {call.arg(1)} / dtype {call.arg(2)} "
+                                    "is not supported")
         chain.output(call.src(0), call.out, name, call.where)
     return handler
 

@@ -161,7 +161,8 @@ class Chain:
         self._check_open(where, "a layer")
         idx, shape, pending = self._read(src, where, pads_ok=True)
         shape = self._image(idx, shape, where)
-        if any(pending) and not (op == "max" and idx >= 0 and getattr(self.layers[idx], "activation", "") in NON_NEGATIVE):
+        non_negative = idx >= 0 and getattr(self.layers[idx], "activation", "") in NON_NEGATIVE
+        if any(pending) and not (op == "max" and non_negative):
             raise self._fail(where, "pools zero-padded data (only a max pool after relu/relu6/sigmoid can)")
         pads = tuple(int(a) + int(b) for a, b in zip(pads, pending))
         if op == "avg" and any(pads):
