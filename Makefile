@@ -18,14 +18,14 @@ DEVICE_RESULTS ?=
 QUICK ?=
 BENCH_ARGS ?=
 
-.PHONY: all setup data train prune export bench report bundle test test-arm64 clean help
+.PHONY: all setup data train prune export bench report bundle test test-fast fuzz test-arm64 clean help
 
 all: export
 
 help:
 	@echo "make export   - set up, train, prune, shrink/CSR, export and verify everything (MODEL=... DATA=... to import)"
 	@echo "make test     - run the test suite"
-	@echo "make train | prune | bench | report | bundle | test-arm64"
+	@echo "make train | prune | bench | report | bundle | test-fast | fuzz | test-arm64"
 
 $(STAMP): requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -65,6 +65,14 @@ bundle: setup
 test: setup data
 	$(PY) -m pytest -q tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The inner loop: everything not marked slow (training, many exports, subprocess sweeps), < 60 s.
+test-fast: setup data
+	$(PY) -m pytest -q -m "not slow" tests
+
+# Many more fuzz examples than make test runs: FUZZ_EXAMPLES per loader (default 10000).
+fuzz: setup data
+	FUZZ_EXAMPLES=$(or $(FUZZ_EXAMPLES),10000) $(PY) -m pytest -q -s tests/test_fuzz.py
 
 test-arm64: setup
 	bash scripts/test_arm64.sh

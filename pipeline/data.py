@@ -35,40 +35,69 @@ def data_dir(override: str | os.PathLike | None = None) -> Path:
     return Path(override or os.environ.get("PRUNEDGE_DATA") or DEFAULT_DATA_DIR)
 
 
-def _read_gz(path: Path) -> bytes:
-    if not path.is_file():
-        raise fail(path, "file not found (install the Debian package dataset-fashion-mnist "
-                         "or point --data-dir / PRUNEDGE_DATA at the IDX files)")
+MAX_GZIP_RATIO = 1100  # deflate expands at most ~1032x: a header declaring more is not backed by the file
+
+
+def _regular_file(path: Path, missing: str = "file not found") -> int:
+    """The size of a regular file; devices (/dev/zero), FIFOs and directories are refused."""
+    import stat
     try:
-        with gzip.open(path, "rb") as f:
-            return f.read()
+        st = path.stat()
+    except FileNotFoundError:
+        raise fail(path, missing) from None
+    except OSError as e:
+        raise fail(path, f"cannot read it ({e.strerror})") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise fail(path, "not a regular file (a device, FIFO or directory has no fixed size to check)")
+    return st.st_size
+
+
+def _read_capped(f, path: Path, ndim: int, limit: int) -> bytes:
+    """Header first, then exactly what its dimensions declare (and one byte more, to notice extra
+    data); never more than `limit` bytes, whatever the stream would expand to."""
+    import math
+    header = f.read(4 + 4 * ndim)
+    if len(header) < 4 + 4 * ndim:
+        raise fail(path, f"truncated IDX header ({len(header)} bytes)")
+    dims = struct.unpack(f">{ndim}I", header[4:])
+    size = math.prod(dims)
+    if size > limit:
+        raise fail(path, f"header declares dimensions {list(dims)} ({size} bytes), more than the file can hold")
+    return header + f.read(size + 1)
+
+
+def _read(path: Path, ndim: int) -> bytes:
+    hint = ("file not found (install the Debian package dataset-fashion-mnist or point --data-dir / "
+            "PRUNEDGE_DATA at the IDX files)")
+    size = _regular_file(path, hint)
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                return _read_capped(f, path, ndim, MAX_GZIP_RATIO * size + 1024)
+        with open(path, "rb") as f:
+            return _read_capped(f, path, ndim, size)
     except (OSError, EOFError, zlib.error) as e:
-        raise fail(path, f"corrupt or truncated gzip file ({e})") from None
+        raise fail(path, f"corrupt or truncated {'gzip' if path.suffix == '.gz' else 'IDX'} file ({e})") from None
 
 
 def read_idx(path: str | os.PathLike, magic: int) -> np.ndarray:
-    """Parse an IDX file of unsigned bytes: big-endian magic, dims, then the data."""
+    """Parse an IDX file of unsigned bytes: big-endian magic, dims, then the data. Memory is bounded
+    by what the file holds: the declared size is checked before anything is allocated."""
     path = Path(path)
-    raw = _read_gz(path) if path.suffix == ".gz" else _read_plain(path)
     ndim = {IMAGE_MAGIC: 3, LABEL_MAGIC: 1}[magic]
+    raw = _read(path, ndim)
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise fail(path, f"truncated IDX header ({len(raw)} bytes)")
     found = struct.unpack(">I", raw[:4])[0]
     if found != magic:
         raise fail(path, f"wrong magic number {found} (expected {magic})")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
-    expected = header + int(np.prod(dims))
+    expected = header + int(np.prod(dims, dtype=object))
     if len(raw) != expected:
         raise fail(path, f"size {len(raw)} bytes does not match dimensions {list(dims)} "
                          f"({expected} bytes expected)")
+    if 0 in dims:
+        raise fail(path, f"dimensions {list(dims)} hold no data")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
-
-
-def _read_plain(path: Path) -> bytes:
-    if not path.is_file():
-        raise fail(path, "file not found")
-    return path.read_bytes()
 
 
 def load_idx_pair(images_path: Path, labels_path: Path, n_classes: int = N_CLASSES):

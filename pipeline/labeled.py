@@ -11,7 +11,6 @@ calibration, fine-tuning and evaluation; an IDX directory's t10k pair stays the 
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -110,19 +109,11 @@ def _read_idx_dir(directory: Path):
 
 
 def _read_npz(path: Path):
-    if not zipfile.is_zipfile(path):  # np.load would otherwise try to unpickle it
-        raise fail(path, "not an .npz file, or truncated (expected a zip of arrays 'x' and 'y', or an IDX directory)")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            keys = list(npz.files)
-            if "x" not in keys or "y" not in keys:
-                raise fail(path, f"expected arrays 'x' and 'y', found {keys or 'none'}")
-            return npz["x"], npz["y"]
-    except ValueError:  # object arrays need pickle; we never unpickle
-        raise fail(path, "holds object arrays, which would need unpickling: store plain numeric "
-                         "arrays x and y") from None
-    except (OSError, zipfile.BadZipFile, EOFError) as e:
-        raise fail(path, f"not a readable .npz file ({type(e).__name__}: {e})") from None
+    from pipeline.npzio import read_npz
+    arrays = read_npz(path)
+    if "x" not in arrays or "y" not in arrays:
+        raise fail(path, f"expected arrays 'x' and 'y', found {sorted(arrays) or 'none'}")
+    return arrays["x"], arrays["y"]
 
 
 def _validate(where, x, y, *, input_dim, n_classes):

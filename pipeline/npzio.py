@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zipfile
 import zlib
+from tokenize import TokenError
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ def _header(f, path, name):
         if version not in reader:
             raise ValueError(f"unsupported .npy version {version}")
         shape, fortran, dtype = reader[version](f, max_header_size=10_000)
-    except (ValueError, EOFError, OSError) as e:
+    except (ValueError, EOFError, OSError, SyntaxError, TokenError) as e:  # numpy parses the header as Python
         raise fail(path, f"member {name!r} is not a valid .npy array ({' '.join(str(e).split())[:160]})") from None
     if dtype.hasobject:
         raise fail(path, f"member {name!r} holds Python objects (refused: loading them would unpickle)")

@@ -115,13 +115,13 @@ def test_npz_structure_errors(tmp_path):
     with pytest.raises(PrunedgeError, match="expected arrays 'x' and 'y', found"):
         load_labeled(tmp_path / "keys.npz")
     np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object), y=np.zeros(1))
-    with pytest.raises(PrunedgeError, match="obj.npz: holds object arrays"):
+    with pytest.raises(PrunedgeError, match="obj.npz: member 'x' holds Python objects"):
         load_labeled(tmp_path / "obj.npz")  # needs pickle: refused, never unpickled
     (tmp_path / "trunc.npz").write_bytes((tmp_path / "keys.npz").read_bytes()[:40])
-    with pytest.raises(PrunedgeError, match="trunc.npz: not an .npz file"):
+    with pytest.raises(PrunedgeError, match="trunc.npz: corrupt or truncated .npz"):
         load_labeled(tmp_path / "trunc.npz")
     (tmp_path / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch")  # not a zip: never unpickled
-    with pytest.raises(PrunedgeError, match="model.onnx: not an .npz file"):
+    with pytest.raises(PrunedgeError, match="model.onnx: corrupt or truncated .npz"):
         load_labeled(tmp_path / "model.onnx")
     with pytest.raises(PrunedgeError, match="labeled data not found"):
         load_labeled(tmp_path / "missing.npz")
