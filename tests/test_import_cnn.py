@@ -166,6 +166,47 @@ def test_onnx_from_the_torch_exporter(tmp_path, images):
     assert_unit_prunable(model, images)
 
 
+def torch_idioms():
+    """padding='same' with an even kernel, relu(max_pool(conv)), F.pad, hardtanh(0, 6), avg pool,
+    adaptive pool, log_softmax: what PyTorch code writes, in every form the exporters spell it."""
+    import torch
+    from torch import nn
+    from torch.nn import functional as F
+
+    class Idioms(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.c1, self.c2, self.fc = nn.Conv2d(C, 4, 2, padding="same"), nn.Conv2d(4, 6, 3), nn.Linear(6, 5)
+            self.pool = nn.AdaptiveAvgPool2d(1)
+
+        def forward(self, x):
+            h = F.relu(F.max_pool2d(self.c1(x), 2))
+            h = F.avg_pool2d(F.hardtanh(self.c2(F.pad(h, (1, 0, 1, 0))), 0.0, 6.0), 2)
+            return F.log_softmax(self.fc(self.pool(h).flatten(1)), dim=1)
+    torch.manual_seed(1)
+    return Idioms().eval()
+
+
+@pytest.mark.parametrize("form", ["trace", "script", "export", "onnx"])
+def test_torch_idioms_in_every_form(tmp_path, images, form):
+    import torch
+    net, x = torch_idioms(), torch.zeros(1, C, H, W)
+    path = tmp_path / {"export": "net.pt2", "onnx": "net.onnx"}.get(form, "net.pt")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if form == "export":
+            torch.export.save(torch.export.export(net, (x,)), str(path))
+        elif form == "onnx":  # F.pad's pads come as a Concat/Transpose/Cast chain of constants: folded
+            torch.onnx.export(net, (x,), str(path), dynamo=False)
+        else:
+            (torch.jit.trace(net, x) if form == "trace" else torch.jit.script(net)).save(str(path))
+    model = import_model(path, arch=f"{H}x{W}x{C}")
+    assert [(l.kind, getattr(l, "activation", None)) for l in model.layers][:3] == [
+        ("conv2d", "relu"), ("pool2d", None), ("conv2d", "relu6")]
+    assert model.layers[0].pads == (0, 1, 0, 1) and model.layers[2].pads == (1, 0, 1, 0)
+    assert_close(apply_output_transform(model.meta, model.forward(images)), torch_out(net, images))
+
+
 # ---------------------------------------------------------------- ONNX by hand
 
 def run_onnx(path, x):

@@ -80,7 +80,7 @@ def test_onnx_refuses_branches_other_than_a_residual_add(tmp_path):
     concat = [helper.make_node("Conv", ["x", "k"], ["a"]), helper.make_node("Conv", ["x", "k"], ["b"]),
               helper.make_node("Concat", ["a", "b"], ["cat"], axis=1, name="join")]
     fails(onnx_file(tmp_path / "concat.onnx", [*concat, *head], {**k, **fc}),
-          r"Concat \(node 2 'join'\): Concat on the layer data is not supported")
+          r"unsupported ops: Concat \(node 2 'join'\)$")
     head, fc = conv_head("s", 2 * 36)
     shapes = [helper.make_node("Conv", ["x", "k3"], ["a"], pads=[1, 1, 1, 1]),
               helper.make_node("Conv", ["x", "k3"], ["b"]),

@@ -176,6 +176,7 @@ def _leaky(chain, call):
 HANDLERS = {
     "aten::linear": _linear,
     "aten::conv2d": _convolution(6, None), "aten::_convolution": _convolution(8, 6),
+    "aten::_convolution_mode": _convolution(6, None),  # traced padding='same'/'valid'
     "aten::batch_norm": _batch_norm,
     "aten::max_pool2d": _pool("max"), "aten::avg_pool2d": _pool("avg"),
     "aten::adaptive_avg_pool2d": _adaptive_avg, "aten::mean": _mean,

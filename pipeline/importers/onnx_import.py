@@ -1,9 +1,11 @@
 """ONNX -> layers: dense chains (Gemm, MatMul + Add) and CNNs (Conv, BatchNormalization, pools).
 
-Weights come from initializers, Constant nodes or an Identity of either. Shape side-computations
-(Shape/Gather/Unsqueeze/Concat..., as torch.onnx emits for `x.view(x.size(0), -1)`) are allowed
-as long as they do not read the layer data; any other op is refused by name and position. The
-op table is `onnx_ops.HANDLERS`; the input [N, C, H, W] becomes the description's (h, w, c).
+Weights come from initializers and Constant nodes; ops whose inputs are all constants (an
+Identity of a weight, the Concat/Transpose/Cast chain torch.onnx writes for F.pad's pads) are
+evaluated here by onnx's reference implementation. Shape side-computations (Shape/Gather/
+Unsqueeze/Concat..., as torch.onnx emits for `x.view(x.size(0), -1)`) are skipped. Every op that
+reads the layer data must be in `onnx_ops.HANDLERS`, else it is refused by name and position.
+The input [N, C, H, W] becomes the description's (h, w, c).
 """
 from __future__ import annotations
 
@@ -14,11 +16,6 @@ import numpy as np
 from pipeline.errors import fail
 from pipeline.importers.chain import Chain
 from pipeline.importers.onnx_ops import HANDLERS
-
-# Ops computing shapes/indices: tolerated while they do not read the layer data (Shape may: it
-# reads only the size). Squeeze also has a handler, for [N, C, 1, 1] after a global pool.
-SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Squeeze", "Concat", "Slice", "Cast", "ConstantOfShape"}
-
 
 def _read(path: Path):
     import onnx
@@ -41,37 +38,56 @@ def _where(i: int, node) -> str:
     return f"{node.op_type} (node {i}" + (f" '{node.name}')" if node.name else ")")
 
 
+def _data_flow(graph, source: str) -> list[str]:
+    """Per node: "data" (reads the layer data), "shape" (reads only sizes: Shape and what follows it)
+    or "const" (reads constants only: foldable)."""
+    data, shapes, out = {source}, set(), []
+    for node in graph.node:
+        inputs = set(node.input) - {""}
+        kind = ("shape" if node.op_type == "Shape" else "data" if inputs & data
+                else "shape" if inputs & shapes else "const")
+        (shapes if kind == "shape" else data if kind == "data" else set()).update(node.output)
+        out.append(kind)
+    return out
+
+
 def load(path: Path, arch=None):
     """`chain.Described` from an ONNX file; see the module docstring."""
-    graph = _read(path).graph
+    model = _read(path)
+    graph = model.graph
     values, const = _constants(graph, path)
-    unsupported = [_where(i, n) for i, n in enumerate(graph.node)
-                   if n.domain not in ("", "ai.onnx")
-                   or n.op_type not in HANDLERS and n.op_type not in SHAPE_OPS | {"Constant"}]
-    if unsupported:
-        raise fail(path, f"unsupported ops: {', '.join(unsupported)}")
     inputs = [i for i in graph.input if i.name not in values and const(i.name, required=False) is None]
     if len(inputs) != 1 or len(graph.output) != 1:
         raise fail(path, f"expected one input and one output, got {len(inputs)} and {len(graph.output)}")
+    kinds = _data_flow(graph, inputs[0].name)
+    unsupported = [_where(i, n) for i, (n, k) in enumerate(zip(graph.node, kinds)) if k == "data"
+                   and (n.domain not in ("", "ai.onnx") or n.op_type not in HANDLERS)]
+    if unsupported:
+        raise fail(path, f"unsupported ops: {', '.join(unsupported)}")
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     chain = Chain(str(path), inputs[0].name, *_input_shape(inputs[0]), layout="nchw")
-    for i, node in enumerate(graph.node):
-        where = _where(i, node)
-        data = [n for n in node.input if chain.has(n)]
-        if node.op_type == "Constant" or node.op_type == "Shape":
+    for i, (node, kind) in enumerate(zip(graph.node, kinds)):
+        if kind == "const" and node.op_type != "Constant":
+            _fold(node, values, const, opset)
+        if kind != "data":
             continue
-        if not data:
-            if node.op_type == "Identity":  # torch.onnx shares weights through Identity nodes
-                values[node.output[0]] = const(node.input[0])
-            elif node.op_type not in SHAPE_OPS:
-                raise fail(path, f"{where}: does not read the layer data (no constant folding is done here)")
-            continue
-        if node.op_type not in HANDLERS:
-            raise fail(path, f"{where}: {node.op_type} on the layer data is not supported")
         inputs_in_order = list(node.input)
         if node.op_type == "Add" and len(inputs_in_order) == 2 and not chain.has(inputs_in_order[0]):
             inputs_in_order.reverse()  # bias first (b + xW) is still a bias
-        HANDLERS[node.op_type](chain, _NodeView(node, inputs_in_order), where, const, _attrs(node))
+        HANDLERS[node.op_type](chain, _NodeView(node, inputs_in_order), _where(i, node), const, _attrs(node))
     return chain.result(graph.output[0].name, f"graph output {graph.output[0].name!r}")
+
+
+def _fold(node, values: dict, const, opset) -> None:
+    """Evaluate an op on constants; if the reference implementation cannot, its outputs stay unknown
+    (and a layer that needs them is refused as reading a non-constant)."""
+    from onnx.reference import ReferenceEvaluator
+    try:
+        feeds = {n: const(n) for n in node.input if n}
+        results = ReferenceEvaluator(node, opsets={"": opset} if opset else None).run(None, feeds)
+    except Exception:  # unknown op, bad attributes, a missing input: not foldable
+        return
+    values.update((name, np.asarray(v)) for name, v in zip(node.output, results) if name)
 
 
 def _constants(graph, path):

@@ -93,10 +93,7 @@ def load_state_dict(path: Path, arch=None):
 
 # ---------------------------------------------------------------- TorchScript
 
-# Ops computing sizes for a view/reshape; they never touch the data values.
-SHAPE_OPS = {"prim::Constant", "prim::ListConstruct", "aten::size", "prim::NumToTensor", "aten::Int",
-             "prim::TupleConstruct"}
-CONVOLUTIONS = {"aten::conv2d", "aten::_convolution"}
+CONVOLUTIONS = {"aten::conv2d", "aten::_convolution", "aten::_convolution_mode"}
 
 
 def _kind(node) -> str:
@@ -140,18 +137,31 @@ def _frozen_graph(path: Path):
         raise fail(path, f"corrupt or unsupported TorchScript file ({type(e).__name__}: {_first_line(e)})") from None
 
 
+def _reads_data(nodes, source_value) -> list[bool]:
+    """Per node: does it read the layer data? (Sizes are not data: aten::size only reads the shape.)"""
+    data, out = {source_value.unique()}, []
+    for n in nodes:
+        reads = _kind(n) != "aten::size" and any(v.unique() in data for v in n.inputs())
+        data.update(o.unique() for o in n.outputs() if reads)
+        out.append(reads)
+    return out
+
+
 def load_torchscript(path: Path, arch=None):
-    """`chain.Described` from a TorchScript (torch.jit.save) archive."""
+    """`chain.Described` from a TorchScript (torch.jit.save) archive. Nodes that do not read the data
+    (constants, sizes, shape checks that raise) are skipped; a value they compute that a layer needs
+    (a weight, a stride) is refused as computed at run time."""
     graph = _frozen_graph(path)
     nodes = list(graph.nodes())
-    unsupported = [f"{_kind(n)} (node {i})" for i, n in enumerate(nodes)
-                   if _kind(n) not in HANDLERS and _kind(n) not in SHAPE_OPS]
-    if unsupported:
-        raise fail(path, f"unsupported ops: {', '.join(unsupported)}")
     graph_inputs, outputs = list(graph.inputs()), list(graph.outputs())
     if len(graph_inputs) != 2 or len(outputs) != 1:
         raise fail(path, f"expected forward(self, x) with one output, got "
                               f"{len(graph_inputs) - 1} inputs and {len(outputs)} outputs")
+    reads = _reads_data(nodes, graph_inputs[1])
+    unsupported = [f"{_kind(n)} (node {i})" for i, (n, r) in enumerate(zip(nodes, reads))
+                   if r and _kind(n) not in HANDLERS]
+    if unsupported:
+        raise fail(path, f"unsupported ops: {', '.join(unsupported)}")
     image = isinstance(arch, ImageArch)
     if not image and any(_kind(n) in CONVOLUTIONS for n in nodes):
         raise fail(path, "TorchScript keeps no input size, which a CNN needs: pass it as --arch HxWxC "
@@ -160,16 +170,9 @@ def load_torchscript(path: Path, arch=None):
     chain = Chain(str(path), graph_inputs[1].unique(), arch.shape if image else None, [c, h, w] if image else None,
                   layout="nchw")
     consts = _constants(nodes)
-    for i, node in enumerate(nodes):
-        kind, where = _kind(node), f"{_kind(node)} (node {i})"
-        reads_data = any(chain.has(v.unique()) for v in node.inputs())
-        if kind in SHAPE_OPS:
-            if reads_data and kind != "aten::size":
-                raise fail(path, f"{where}: {kind} on the layer data is not supported")
-            continue
-        if not reads_data:
-            raise fail(path, f"{where}: does not read the layer data (no constant folding is done here)")
-        HANDLERS[kind](chain, _ScriptCall(node, consts, str(path), where))
+    for i, (node, r) in enumerate(zip(nodes, reads)):
+        if r:
+            HANDLERS[_kind(node)](chain, _ScriptCall(node, consts, str(path), f"{_kind(node)} (node {i})"))
     return chain.result(outputs[0].unique())
 
 
