@@ -61,7 +61,8 @@ def prune_gradually(source: Model, dataset: Dataset, *, method: str, target: flo
 
     start_k = float(source.meta.get("sparsity", 0))
     one_shot = prune(source, method, target, include_output=include_output)
-    epochs, images = gradual.passes(gradual.level_epochs(start_k, target, schedule), len(dataset.x_train))
+    budget = gradual.level_epochs(start_k, target, schedule)
+    epochs, images = gradual.passes(budget, len(dataset.x_train))
     if epochs == 0:
         return one_shot
     if images < len(dataset.x_train):  # a fractional budget: a seeded share of the images, per level
@@ -76,16 +77,17 @@ def prune_gradually(source: Model, dataset: Dataset, *, method: str, target: flo
         return last["model"]
 
     updates = gradual.mask_updates(n_steps, start=start_k, target=target, schedule=schedule)
-    config = TrainConfig(epochs=epochs, batch_size=schedule.batch_size, lr=schedule.lr, schedule="constant")
+    lr = gradual.level_lr(budget, schedule)
+    config = TrainConfig(epochs=epochs, batch_size=schedule.batch_size, lr=lr, schedule="constant")
     trained, curves = framework_module(framework).fit(
         dataset, config=config, seed=seed, init=source.densified(), masked=True, progress=progress,
         remask={t: partial(to, k) for t, k in updates.items()},
-        lr_at=partial(gradual.lr_at, n_steps=n_steps, hold=gradual.ramp_steps(n_steps, schedule), lr=schedule.lr))
+        lr_at=partial(gradual.lr_at, n_steps=n_steps, hold=gradual.ramp_steps(n_steps, schedule), lr=lr))
     assert float(last["model"].meta["sparsity"]) == float(target), "the last mask update missed the target"
     layers = [_keep_pattern(before, after) if hasattr(before, "weight") else after
               for before, after in zip(last["model"].layers, trained.layers)]
     meta = {**one_shot.meta, "gradual": {"framework": framework, "seed": seed, "from": start_k, "passes": epochs,
-                                         "images": images, "batches": n_steps, "mask_updates": len(updates),
+                                         "images": images, "batches": n_steps, "lr": lr, "mask_updates": len(updates),
                                          "schedule": schedule.to_dict(), "val_acc": curves["val_acc"]}}
     return validate(replace(one_shot, layers=tuple(layers), meta=meta))
 

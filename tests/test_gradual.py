@@ -42,6 +42,12 @@ def test_fractional_budget_is_whole_passes_over_a_share(epochs, expected):
     assert gradual.passes(epochs, 1000) == expected
 
 
+def test_short_levels_start_at_a_lower_rate():
+    assert gradual.level_lr(2.4) == 2e-3 and gradual.level_lr(2.0) == 2e-3
+    assert gradual.level_lr(0.5) == pytest.approx(5e-4)
+    assert gradual.level_lr(1.0, Schedule(lr=1e-3, full_lr_epochs=4)) == pytest.approx(2.5e-4)
+
+
 def test_polynomial_ramp_like_tfmot():
     assert sparsity_at(0, start=90, target=95, ramp=100) == 90
     assert sparsity_at(50, start=90, target=95, ramp=100) == pytest.approx(95 - 5 * 0.5 ** 3)
@@ -87,6 +93,7 @@ def test_stamp_holds_every_parameter():
     ({"min_epochs": 0}, "min_epochs: must be a number in (0, 100], got 0"),
     ({"tune_from": 120}, "tune_from: must be in [0, 100], got 120"),
     ({"lr": 0}, "lr: must be a positive number, got 0"),
+    ({"full_lr_epochs": 0}, "full_lr_epochs: must be a positive number, got 0"),
     ({"epochs_per_halving": -1}, "epochs_per_halving: must be a number >= 0, got -1"),
 ])
 def test_bad_schedule(kwargs, message):
