@@ -155,8 +155,9 @@ def _manifest(name: str, src: Source, sections: dict, bench_root: Path, pred) ->
             "provenance": src.meta, **sections, "requirements": requirements(src.row).split(), "files": {}}
 
 
-def _write_staging(staging: Path, manifest: dict, src: Source, names: list, selftest_x: np.ndarray) -> None:
-    """Every file of the bundle, then the manifest with their sha256 and sizes."""
+def _write_staging(staging: Path, manifest: dict, src: Source, names: list, selftest_x: np.ndarray, pred) -> None:
+    """Every file of the bundle, then the manifest with their sha256 and sizes, checked by the
+    bundle's own predict.py as a device will check it."""
     for p in src.paths:
         shutil.copyfile(p, staging / p.name)
     for f in ("predict.py", "bench_device.py"):
@@ -170,6 +171,10 @@ def _write_staging(staging: Path, manifest: dict, src: Source, names: list, self
     manifest["files"] = {p.name: {"sha256": sha256_file(p), "bytes": p.stat().st_size}
                          for p in sorted(staging.iterdir())}
     write_json(staging / "manifest.json", manifest)
+    try:
+        pred.Bundle(staging)
+    except pred.BundleError as e:
+        raise fail(src.paths[0], f"the bundle would not pass its own checks ({e})") from None
     for p in [staging, *staging.iterdir()]:  # temp files are private; a bundle is for sharing
         p.chmod(mode(p))
 
@@ -190,12 +195,15 @@ def make_bundle(model_dir_or_file, *, fmt: str = "onnx", variant: str | None = N
     name = name or default_name(src.meta, src.paths[0], fmt, src.variant)
     if not pred.FileName().ok(name):
         raise fail("--name", f"must be a plain directory name, got {name!r}")
+    for p in src.paths:
+        if not pred.FileName().ok(p.name):
+            raise fail(p, "a bundle ships files under plain names (printable, no leading '.'); rename it")
     sections, names, selftest_x = inspect(src, pred, Path(data) if data else None)
     manifest = _manifest(name, src, sections, bench_root, pred)
     out_root = Path(out_root)
     staging = staging_dir(out_root, name)  # a killed run's leftover is removed by the next one
     try:
-        _write_staging(staging, manifest, src, names, selftest_x)
+        _write_staging(staging, manifest, src, names, selftest_x, pred)
         bundle_dir = out_root / name
         if bundle_dir.exists():
             shutil.rmtree(bundle_dir)
