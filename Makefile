@@ -6,7 +6,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DATA_DIR ?= $(or $(PRUNEDGE_DATA),/usr/share/datasets/fashion-mnist)
 export PRUNEDGE_DATA := $(DATA_DIR)
-# Optional user inputs: MODEL/DATA/ARCH (import a trained network; ARCH for .pt state_dicts), FORMAT, SEEDS,
+# Optional user inputs: NET=cnn (the built-in CNN instead of the MLP), MODEL/DATA/ARCH (import a trained
+# network; ARCH for .pt state_dicts and TorchScript CNNs), FORMAT, SEEDS,
 # DEVICE_RESULTS, QUICK=1 (bench smoke test), BENCH_ARGS (e.g. "--framework torch --method weight,unit").
 MODEL ?=
 DATA ?=

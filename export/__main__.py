@@ -53,7 +53,7 @@ def eval_data(args, model_npz: Path | None = None):
         if model_npz is not None:
             from pipeline.model_io import load
             model = load(model_npz)
-            dims = {"input_dim": model.input_dim, "n_classes": model.output_dim}
+            dims = {"input_dim": model.input_dim, "n_classes": model.output_dim, **image_layout(model)}
         return verify.labeled(args.data, **dims)
     return verify.fashion_mnist(args.data_dir)
 
@@ -66,8 +66,17 @@ def training_data(args):
 
     def imported():
         from pipeline.labeled import load_split
-        return load_split(args.data)
+        from pipeline.model_io import load
+        model = load(Path(args.root) / "import" / (args.name or Path(args.model).stem) / "model.npz")
+        return load_split(args.data, input_dim=model.input_dim, n_classes=model.output_dim, **image_layout(model))
     return imported
+
+
+def image_layout(model) -> dict:
+    """How labeled images for `model` may be laid out (see pipeline.labeled.load_labeled)."""
+    if len(model.input_shape) != 3:
+        return {}
+    return {"image_shape": model.input_shape, "layout": model.meta.get("source_input_layout", "nhwc")}
 
 
 def sources(args) -> dict[str, Path]:
@@ -156,13 +165,13 @@ def cmd_run(args) -> int:
 
     if args.data and not args.model:
         raise fail("--data", "only used with --model (the labeled set of an imported network)")
-    root = Path(args.root)
+    root = cli.output_dir("--root", args.root)
     export_root = root / "export"
     jobs, formats = _jobs(args.jobs), [f.name for f in select(args.formats)]
     methods, levels = cli.parse_methods(args.methods), cli.parse_levels(args.levels)
     start = time.perf_counter()
     if args.arch and not args.model:
-        raise fail("--arch", "only used with --model (a PyTorch state_dict's architecture)")
+        raise fail("--arch", "only used with --model (a state_dict's architecture or a TorchScript CNN's input size)")
     trained = sources(args)
     if methods is None:  # the defaults of the network kind that was trained or imported
         from pipeline.model_io import load
@@ -303,7 +312,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override the training epochs (quick runs)")
     p.add_argument("--model", default=None, help="import this trained network instead of training (see README)")
     p.add_argument("--data", default=None, help="labeled data for --model (IDX directory or .npz with x, y)")
-    p.add_argument("--arch", default=None, help="architecture of a PyTorch state_dict, e.g. 784-300-100-10:relu")
+    p.add_argument("--arch", default=None, help="architecture of a PyTorch state_dict (e.g. 784-300-100-10:relu) "
+                                               "or a TorchScript CNN's input HxWxC (e.g. 28x28x1)")
     p.add_argument("--name", default=None, help="name of an imported model under export/ (default: file stem)")
     p.set_defaults(func=cmd_run)
 

@@ -42,12 +42,12 @@ def fashion_mnist(data_dir=None, *, n_check: int = N_CHECK, n_calibration: int =
 
 
 def labeled(path, *, input_dim: int | None = None, n_classes: int | None = None, n_check: int = N_CHECK,
-            n_calibration: int = N_CALIBRATION) -> EvalData:
+            n_calibration: int = N_CALIBRATION, **layout) -> EvalData:
     """Evaluation data for an imported model from any labeled set (`pipeline.labeled.load_split`):
     its test split is checked and scored, its train split calibrates int8."""
     from pipeline.fileio import sha256_file
     from pipeline.labeled import load_split
-    split = load_split(path, input_dim=input_dim, n_classes=n_classes)
+    split = load_split(path, input_dim=input_dim, n_classes=n_classes, **layout)
     n_cal = min(n_calibration, len(split.x_train))
     pick = np.sort(np.random.default_rng(CALIBRATION_SEED).choice(len(split.x_train), n_cal, replace=False))
     digest = sha256_file(path) if Path(path).is_file() else _dir_sha256(Path(path))

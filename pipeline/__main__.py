@@ -25,6 +25,7 @@ def _train_config(args):
 
 def cmd_train(args) -> int:
     from pipeline.stages import train_stage
+    cli.output_dir("--root", args.root)
     for framework in cli.parse_frameworks(args.frameworks):
         for seed in _seeds(args):
             path = train_stage(framework, seed=seed, data_dir=args.data_dir,
@@ -39,6 +40,7 @@ def cmd_prune(args) -> int:
     from pipeline.stages import model_name, train_dir
     methods = cli.parse_methods(args.methods)
     levels = cli.parse_levels(args.levels)
+    cli.output_dir("--root", args.root)
     for framework in cli.parse_frameworks(args.frameworks):
         for seed in _seeds(args):
             trained = train_dir(framework, seed, args.root, args.net) / "model.npz"

@@ -24,6 +24,10 @@ def run(command: Callable[..., int], *args) -> int:
     except PrunedgeError as e:
         print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except OSError as e:  # the file system said no (full disk, permissions, a file where a dir should be)
+        where = e.filename if e.filename is not None else type(e).__name__
+        print(f"error: {where}: {' '.join((e.strerror or str(e)).split())}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
@@ -122,6 +126,22 @@ def parse_levels(value: str | None, option: str = "--levels") -> list[float]:
             raise fail(option, f"{seen[level_name(k)]:g} and {k:g} both name k-dir {level_name(k)}")
         seen[level_name(k)] = k
     return sorted(set(levels))
+
+
+def output_dir(option: str, path) -> Path:
+    """The directory a command writes into, created now and proven writable with a probe file, so a
+    file in the way, a read-only place or an over-long name is one error line before any work."""
+    import tempfile
+    path = Path(path)
+    if any(len(part.encode()) > 255 for part in path.parts):
+        raise fail(option, f"{str(path)[:80]}...: a path component is longer than 255 bytes")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as e:
+        raise fail(option, f"{path}: cannot write there ({e.strerror or e})") from None
+    return path
 
 
 def positive_int(option: str, value, *, maximum: int | None = None) -> int:

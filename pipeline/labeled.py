@@ -25,21 +25,24 @@ VAL_FRACTION = 0.1  # enough rows to calibrate int8 ranges and early-stop fine-t
 TEST_FRACTION = 0.2  # only when the source has no test set of its own
 
 
-def load_labeled(path: str | os.PathLike, *, input_dim: int | None = None,
-                 n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """All labeled rows of `path`, checked against the model's input width and class count."""
-    parts = _load_parts(Path(path), input_dim=input_dim, n_classes=n_classes)
+def load_labeled(path: str | os.PathLike, *, input_dim: int | None = None, n_classes: int | None = None,
+                 image_shape=None, layout: str = "nhwc") -> tuple[np.ndarray, np.ndarray]:
+    """All labeled rows of `path`, checked against the model's input width and class count. For an
+    image model (`image_shape` (h, w, c)), 4-D images may also come channels-first when the model's
+    source file was (`layout` "nchw": ONNX, torch); they are reordered to the description's (h, w, c)."""
+    parts = _load_parts(Path(path), input_dim=input_dim, n_classes=n_classes, image_shape=image_shape,
+                        layout=layout)
     x = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
     y = np.concatenate([p[1] for p in parts]) if len(parts) > 1 else parts[0][1]
     return x, y
 
 
 def load_split(path: str | os.PathLike, *, input_dim: int | None = None, n_classes: int | None = None,
-               val_fraction: float = VAL_FRACTION, test_fraction: float = TEST_FRACTION,
-               seed: int = SPLIT_SEED) -> Dataset:
+               image_shape=None, layout: str = "nhwc", val_fraction: float = VAL_FRACTION,
+               test_fraction: float = TEST_FRACTION, seed: int = SPLIT_SEED) -> Dataset:
     """train/val/test from `path`; an IDX directory with both pairs keeps t10k as the test set."""
     path = Path(path)
-    parts = _load_parts(path, input_dim=input_dim, n_classes=n_classes)
+    parts = _load_parts(path, input_dim=input_dim, n_classes=n_classes, image_shape=image_shape, layout=layout)
     if len(parts) == 2:  # IDX train + t10k: never mix the official test images into training
         (x, y), (x_test, y_test) = parts
         inner = split(x, y, val_fraction=val_fraction, test_fraction=0.0, seed=seed)
@@ -71,7 +74,8 @@ def split(x: np.ndarray, y: np.ndarray, *, val_fraction: float = VAL_FRACTION,
 
 # ---------------------------------------------------------------- readers
 
-def _load_parts(path: Path, *, input_dim, n_classes) -> list[tuple[np.ndarray, np.ndarray]]:
+def _load_parts(path: Path, *, input_dim, n_classes, image_shape=None,
+                layout="nhwc") -> list[tuple[np.ndarray, np.ndarray]]:
     """[(x, y)] for an .npz, [(train), (t10k)] / [(one pair)] for an IDX directory, validated."""
     if path.is_dir():
         raw = _read_idx_dir(path)
@@ -79,7 +83,8 @@ def _load_parts(path: Path, *, input_dim, n_classes) -> list[tuple[np.ndarray, n
         raw = [(path, *_read_npz(path))]
     else:
         raise fail(path, "labeled data not found (expected a directory of IDX files or an .npz)")
-    return [_validate(where, x, y, input_dim=input_dim, n_classes=n_classes) for where, x, y in raw]
+    return [_validate(where, _channels_last(where, x, image_shape, layout), y, input_dim=input_dim,
+                      n_classes=n_classes) for where, x, y in raw]
 
 
 def _find(directory: Path, name: str) -> Path | None:
@@ -134,6 +139,21 @@ def _validate(where, x, y, *, input_dim, n_classes):
     if input_dim is not None and x.shape[1] != input_dim:
         raise fail(where, f"{x.shape[1]} features per example but the model takes {input_dim}")
     return x, _labels(where, y, n_classes)
+
+
+def _channels_last(where, x, image_shape, layout: str):
+    """[n, c, h, w] images of a model imported from a channels-first file -> [n, h, w, c]; any other
+    4-D shape that is not the model's is refused (flattening it would silently reorder the pixels)."""
+    x = np.asarray(x)
+    if image_shape is None or x.ndim != 4:
+        return x
+    h, w, c = image_shape
+    if tuple(x.shape[1:]) == (h, w, c):
+        return x
+    if layout == "nchw" and tuple(x.shape[1:]) == (c, h, w):
+        return x.transpose(0, 2, 3, 1)
+    raise fail(where, f"images are {list(x.shape[1:])} but the model takes [{h}, {w}, {c}]"
+                      + (f" (or [{c}, {h}, {w}] like its source file)" if layout == "nchw" else ""))
 
 
 def _features(where, x: np.ndarray) -> np.ndarray:

@@ -40,6 +40,7 @@ def run(args) -> int:
     for path in args.device_results:
         if not path.is_file():
             raise fail(path, "device results file not found")
+    cli.output_dir("--out", args.out or args.root / "report")
     path = build(ReportConfig(root=args.root, out_dir=args.out, device_results=tuple(args.device_results),
                               tolerance=args.tolerance, seeds=args.seeds, plots=not args.no_plots,
                               batch=args.batch, threads=args.threads))

@@ -152,3 +152,14 @@ def test_split_rejects_bad_fractions():
         split(x, y, val_fraction=1.5)
     with pytest.raises(PrunedgeError, match="too few"):
         split(x[:2], y[:2], val_fraction=0.5, test_fraction=0.5)
+
+
+def test_channels_first_images_are_reordered_for_a_channels_first_source(tmp_path):
+    """A 3-channel [n, c, h, w] array for a model imported from ONNX/torch becomes [n, h, w, c]
+    features; the same array for a channels-last model is refused instead of silently reordered."""
+    x = np.random.default_rng(0).random((4, 3, 5, 6), dtype=np.float32)
+    np.savez(tmp_path / "d.npz", x=x, y=np.arange(4))
+    got, _ = load_labeled(tmp_path / "d.npz", image_shape=(5, 6, 3), layout="nchw")
+    np.testing.assert_array_equal(got, x.transpose(0, 2, 3, 1).reshape(4, -1))
+    with pytest.raises(PrunedgeError, match=r"images are \[3, 5, 6\] but the model takes \[5, 6, 3\]"):
+        load_labeled(tmp_path / "d.npz", image_shape=(5, 6, 3), layout="nhwc")

@@ -37,7 +37,9 @@ def run(args) -> int:
     print(f"source: {model.meta['source']}  sha256: {model.meta['source_sha256']}")
     if args.data:
         from pipeline.labeled import load_labeled
-        x, y = load_labeled(args.data, input_dim=model.input_dim, n_classes=model.output_dim)
+        layout = ({"image_shape": model.input_shape, "layout": model.meta.get("source_input_layout", "nhwc")}
+                  if len(model.input_shape) == 3 else {})
+        x, y = load_labeled(args.data, input_dim=model.input_dim, n_classes=model.output_dim, **layout)
         print(f"accuracy: {float((model.predict(x) == y).mean()):.4f} on {len(y)} examples of {args.data}")
     if args.out:
         from pipeline.model_io import save
