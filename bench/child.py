@@ -17,7 +17,9 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
@@ -92,6 +94,16 @@ class Child:
         if self.job.get("debug") and not isinstance(e, str):
             traceback.print_exc()
 
+    @contextmanager
+    def phase(self, item: dict, name: str):
+        """Report the wall and CPU seconds of a step (results.json "phase_seconds": where time goes)."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        try:
+            yield
+        finally:
+            self.emit({"kind": "phase", "key": item["key"], "phase": name,
+                       "s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu})
+
     def start(self) -> bool:
         """Threads, then the runtime's imports; False (every file an import error) if they fail."""
         try:
@@ -113,8 +125,9 @@ class Child:
         baseline = peak_rss_mb()
         for item in self.job["items"]:
             self.emit({"kind": "start", "key": item["key"]})
-            problem = run_forked(lambda send: self.file(item, send, pages, baseline),
-                                 self.job.get("timeout_s", 900.0), self.emit)
+            with self.phase(item, "file"):
+                problem = run_forked(lambda send: self.file(item, send, pages, baseline),
+                                     self.job.get("timeout_s", 900.0), self.emit)
             if problem is not None:
                 self.error(item, "process", problem)
             self.emit({"kind": "done", "key": item["key"]})
@@ -125,24 +138,26 @@ class Child:
         x, y = np.load(self.job["test_set"][0], mmap_mode="r"), np.load(self.job["test_set"][1])
         sessions = {}
         if item.get("memory"):
-            touch(pages)
-            t = self.threads[0]
-            try:
-                sessions[t] = self.runtime.load(Path(item["path"]), t)
-                sessions[t](batch_of(x, 1))
-                self.emit({"kind": "memory", "key": item["key"], "threads": t, "baseline_mb": baseline_mb,
-                           "peak_mb": peak_rss_mb()})
-            except Exception as e:  # noqa: BLE001 - whatever the runtime raises is its failure
-                sessions.pop(t, None)
-                self.error(item, "memory", e)
+            with self.phase(item, "memory"):
+                touch(pages)
+                t = self.threads[0]
+                try:
+                    sessions[t] = self.runtime.load(Path(item["path"]), t)
+                    sessions[t](batch_of(x, 1))
+                    self.emit({"kind": "memory", "key": item["key"], "threads": t, "baseline_mb": baseline_mb,
+                               "peak_mb": peak_rss_mb()})
+                except Exception as e:  # noqa: BLE001 - whatever the runtime raises is its failure
+                    sessions.pop(t, None)
+                    self.error(item, "memory", e)
         session = self.latency(item, x, sessions)
         if item.get("accuracy"):  # with the last session (all cores): 10k images are the slow part
-            try:
-                if session is None:
-                    session = self.runtime.load(Path(item["path"]), self.threads[-1])
-                self.emit({"kind": "accuracy", "key": item["key"], "accuracy": accuracy(session, x, y)})
-            except Exception as e:  # noqa: BLE001
-                self.error(item, "accuracy", e)
+            with self.phase(item, "accuracy"):
+                try:
+                    if session is None:
+                        session = self.runtime.load(Path(item["path"]), self.threads[-1])
+                    self.emit({"kind": "accuracy", "key": item["key"], "accuracy": accuracy(session, x, y)})
+                except Exception as e:  # noqa: BLE001
+                    self.error(item, "accuracy", e)
 
     def latency(self, item: dict, x: np.ndarray, sessions: dict):
         """Every thread count x batch the item asks for; returns the last session loaded."""
@@ -154,7 +169,8 @@ class Child:
             try:
                 session = sessions.pop(t, None)
                 if session is None:
-                    session = self.runtime.load(Path(item["path"]), t)
+                    with self.phase(item, "load"):
+                        session = self.runtime.load(Path(item["path"]), t)
             except Exception as e:  # noqa: BLE001
                 session = None
                 for b in batches:
@@ -162,8 +178,9 @@ class Child:
                 continue
             for b in batches:
                 try:
-                    self.emit({"kind": "latency", "key": item["key"], "threads": t, "batch": b,
-                               **asdict(time_batch(session, batch_of(x, b), self.config))})
+                    with self.phase(item, "latency"):
+                        stats = time_batch(session, batch_of(x, b), self.config)
+                    self.emit({"kind": "latency", "key": item["key"], "threads": t, "batch": b, **asdict(stats)})
                 except Exception as e:  # noqa: BLE001
                     self.error(item, "latency", e, threads=t, batch=b)
         return session

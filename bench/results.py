@@ -32,12 +32,17 @@ class Results:
         self.paths = {}  # artifact rel -> path, for the store's records
         self.errors: dict[tuple, str] = {}
         self.problems: dict[tuple, str] = {}
+        self.phases: dict[str, dict[str, list[float]]] = {}  # runtime -> phase -> [wall s, cpu s]
 
     def add(self, job: dict, record: dict) -> str | None:
         """Store one record; the failure it reports, if any (for strict mode)."""
         rel, rt, kind = record["key"], job["runtime"], record["kind"]
         sha = self.idents[rel].sha256
-        if kind == "latency":
+        if kind == "phase":
+            spent = self.phases.setdefault(rt, {}).setdefault(record["phase"], [0.0, 0.0])
+            spent[0] += record["s"]
+            spent[1] += record["cpu_s"]
+        elif kind == "latency":
             key = self.store.latency_key(sha, rt, record["threads"], record["batch"])
             self.store.put(key, {k: record[k] for k in LATENCY}, self.paths[rel])
         elif kind == "memory":
@@ -104,6 +109,12 @@ class Results:
                    **{k: _round(lat[k], 3) for k in LATENCY if k != "reps"},
                    per_sample_us=_round(lat["p50_us"] / batch, 4))
         return row
+
+    def phase_seconds(self) -> dict:
+        """runtime -> {phase: {"wall", "cpu"}}; "file" is a file's whole fork (the rest is fork,
+        test-set mapping and exit)."""
+        return {rt: {name: {"wall": round(w, 1), "cpu": round(c, 1)} for name, (w, c) in sorted(p.items())}
+                for rt, p in sorted(self.phases.items())}
 
     def baselines(self, artifacts, runtimes) -> dict[str, float]:
         """Median RSS of a child that imported each runtime but loaded no model, MiB."""

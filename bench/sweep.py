@@ -98,7 +98,8 @@ def sweep(config: SweepConfig, progress: bool = True) -> dict:
     return {"machine": machine, "config": _config_json(config), "rows": rows,
             "baseline_rss_mb": results.baselines(artifacts, config.runtimes),
             "jobs": len(jobs), "files": len(artifacts), "accuracy_from_manifest": from_manifest,
-            "child_seconds": child_s, "identify_s": round(sized - started, 1),
+            "child_seconds": child_s, "phase_seconds": results.phase_seconds(),
+            "identify_s": round(sized - started, 1),
             "elapsed_s": round(time.perf_counter() - started, 1)}
 
 

@@ -339,7 +339,9 @@ def test_a_failing_runtime_becomes_failed_rows_not_a_crash(tmp_path):
     art = replace(_art("weight", 0), path=path)
     cfg = sweep.SweepConfig(threads=(1,), batches=(1, 4), runtimes=("numpy",))
     records, res = _in_process(tmp_path, [art], cfg, runtimes)
-    assert [r["kind"] for r in records] == ["start", "error", "error", "error", "error", "done"]
+    assert [r["kind"] for r in records if r["kind"] != "phase"] == ["start", "error", "error", "error", "error",
+                                                                    "done"]
+    assert {r["phase"] for r in records if r["kind"] == "phase"} == {"memory", "load", "accuracy", "file"}
     assert {r["stage"] for r in records if r["kind"] == "error"} == {"memory", "load", "accuracy"}
     rows = results.build_rows([art], cfg, res)
     assert [r["status"] for r in rows] == ["failed", "failed"]
@@ -503,6 +505,7 @@ def test_tiny_sweep_end_to_end(tiny_export, tmp_path):
     assert doc["machine"]["cores"] >= 1 and "numpy" in doc["machine"]["versions"]
     assert len(doc["rows"]) == len(rows)
     assert set(doc["baseline_rss_mb"]) == {"numpy", "scipy-csr", "onnxruntime"}
+    assert {"file", "memory", "latency", "accuracy"} <= set(doc["phase_seconds"]["numpy"])
 
 
 def test_a_second_sweep_measures_only_what_changed(tiny_export, tmp_path):
