@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from report.facts import FP32, REFERENCE, precision
+
 TOLERANCE = 1.0  # accuracy points below dense that still count as "no loss" (the challenge's Q2)
 CLIFF_POINTS = 5.0  # a drop this large below dense is unmistakably a cliff, not seed noise
 NO_SPEEDUP_BAND = 1.25  # best weight-pruned speedup below this = "sparsity gives no speedup"
@@ -165,7 +167,7 @@ def dense_accuracy_by_framework(rows) -> dict[str, float]:
     acc: dict[str, list[float]] = defaultdict(list)
     for r in rows:
         if r.get("status") == "ok" and r.get("accuracy") is not None and float(r["sparsity"]) == 0:
-            if r.get("variant") in ("fp32", "", None):
+            if precision(r) == FP32:
                 acc[r["framework"]].append(r["accuracy"])
     return {fw: float(np.mean(v)) for fw, v in acc.items()}
 
@@ -206,6 +208,11 @@ def pareto_front(points) -> list[int]:
     return front
 
 
+def front_rows(rows: list[dict]) -> list[dict]:
+    """The rows on the accuracy/latency Pareto front, fastest first (the numbers on the plot)."""
+    return [rows[i] for i in pareto_front([(r["p50_us"], r["accuracy"]) for r in rows])]
+
+
 def _match(rows, **want):
     return [r for r in rows if all(_eq(r.get(k), v) for k, v in want.items())]
 
@@ -222,7 +229,7 @@ def dense_reference(row, rows) -> dict | None:
     same = [r for r in rows if r.get("status") == "ok" and r.get("p50_us") and float(r["sparsity"]) == 0
             and all(r.get(k) == row.get(k) for k in ("runtime", "format", "framework", "batch", "threads"))
             and r.get("source", "host") == row.get("source", "host")]
-    for variant in (row.get("variant"), "fp32"):
+    for variant in (row.get("variant"), REFERENCE.variant):
         match = sorted((r for r in same if r.get("variant") == variant),
                        key=lambda r: (r["method"] != row.get("method"), r["artifact"]))
         if match:
@@ -238,7 +245,7 @@ def ratio(row, rows) -> float | None:
     return dense["p50_us"] / row["p50_us"] if dense and row.get("p50_us") else None
 
 
-def speedups(rows, *, method: str, sparsity: float, runtime: str, fmt: str, variant: str = "fp32"):
+def speedups(rows, *, method: str, sparsity: float, runtime: str, fmt: str, variant: str = REFERENCE.variant):
     """framework -> (ratio_vs_dense, row) for one method/level in one runtime and format."""
     out = {}
     for r in _match(rows, method=method, sparsity=sparsity, runtime=runtime, format=fmt, variant=variant):
@@ -286,7 +293,7 @@ def dense_counterpart(row, artifacts) -> dict | None:
     (same method directory first: weight/k00 and unit/k00 hold the same dense model)."""
     same = [a for a in artifacts if a["framework"] == row["framework"] and a["format"] == row["format"]
             and float(a["sparsity"]) == 0]
-    for variant in (row.get("variant"), "fp32"):
+    for variant in (row.get("variant"), REFERENCE.variant):
         match = [a for a in same if a.get("variant") == variant]
         if match:
             return min(match, key=lambda a: (a["method"] != row["method"], a["artifact"]))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from report import analysis
+from report import analysis, facts
 from pipeline.errors import fail
 
 # results.csv column -> type (docs/CONTRACTS.md); everything else stays a string.
@@ -43,6 +43,13 @@ class Inputs:
     device_paths: list[Path] = field(default_factory=list)
     manifest: dict = field(default_factory=dict)
     weights: dict[str, tuple[Path, object]] = field(default_factory=dict)  # framework -> (npz, Model)
+    networks: dict[str, str] = field(default_factory=dict)  # model folder -> "mlp" | "cnn"
+    peer: dict | None = None  # artifacts/peer/tfmot.json (report.peer), None when absent
+    peer_path: Path | None = None
+
+    def of_network(self, net: str) -> list[str]:
+        """The model folders (the report's "frameworks") of one kind of network."""
+        return [fw for fw in self.frameworks if self.networks.get(fw, "mlp") == net]
 
     @property
     def frameworks(self) -> list[str]:
@@ -64,7 +71,15 @@ def _number(value, kind, path, column):
 def typed_row(raw: dict, path) -> dict:
     row = {k: (_number(v, NUMERIC[k], path, k) if k in NUMERIC else v) for k, v in raw.items()}
     row["variant"] = row.get("variant") or None
-    return row
+    return by_folder(row, "artifact")
+
+
+def by_folder(row: dict, key: str = "path") -> dict:
+    """The row with "framework" set to its model folder (torch, cnn-tf, an import's name): the
+    manifest and results.csv record the training framework only, so the MLP and the CNN trained
+    in torch would otherwise fall into one group. The recorded value stays in "trained_with"."""
+    name = facts.folder(row.get(key), row.get("framework"))
+    return row if name == row.get("framework") else {**row, "framework": name, "trained_with": row.get("framework")}
 
 
 def as_percent(rows, key: str = "accuracy") -> list[dict]:
@@ -117,8 +132,8 @@ def manifest_accuracy(manifest: dict) -> list[dict]:
     """Single-seed accuracy rows from the export manifest: the numpy reference of each npz."""
     rows = []
     for f in manifest.get("files", []):
-        if f.get("format") == "npz" and f.get("accuracy") is not None:
-            rows.append({"framework": f["framework"], "method": f["method"], "seed": 0,
+        if f.get("format") == facts.REFERENCE.format and f.get("accuracy") is not None:
+            rows.append({"framework": facts.folder(f.get("path"), f["framework"]), "method": f["method"], "seed": 0,
                          "sparsity": float(f["sparsity"]), "accuracy": float(f["accuracy"])})
     return rows
 
@@ -157,11 +172,7 @@ def model_for_weights(root: Path, framework: str) -> Path | None:
                      key=lambda p: _seed_of(p.parent) if _seed_of(p.parent) is not None else 1 << 30)
     if trained:
         return trained[0]
-    for method in ("weight", "unit"):
-        candidate = root / "export" / framework / method / "k00" / "model.npz"
-        if candidate.is_file():
-            return candidate
-    return None
+    return next(iter(sorted((root / "export" / framework).glob("*/k00/model.npz"))), None)
 
 
 def load_inputs(root: Path, device_results=()) -> Inputs:
@@ -173,6 +184,9 @@ def load_inputs(root: Path, device_results=()) -> Inputs:
     manifest_path = root / "export" / "manifest.json"
     if manifest_path.is_file():
         inputs.manifest = _read_json(manifest_path)
+        files = inputs.manifest.get("files") if isinstance(inputs.manifest, dict) else None
+        if isinstance(files, list):
+            inputs.manifest = {**inputs.manifest, "files": [by_folder(f) if isinstance(f, dict) else f for f in files]}
     seeds_csv = root / "bench" / "seeds.csv"
     if seeds_csv.is_file():
         inputs.accuracy = as_percent(read_seeds_csv(seeds_csv))
@@ -199,10 +213,21 @@ def load_inputs(root: Path, device_results=()) -> Inputs:
         path = model_for_weights(root, framework)
         if path is not None:
             inputs.weights[framework] = (path, model_io.load(path))
+        inputs.networks[framework] = _network(framework, inputs.weights.get(framework), root)
+    from report.peer import PEER, read_peer
+    if (root / PEER).is_file():
+        inputs.peer_path, inputs.peer = root / PEER, read_peer(root / PEER)
     if not (inputs.accuracy or inputs.results or inputs.curves):
         raise fail(root, "nothing to report: no seeds.csv, manifest accuracies, results or training "
                          "runs found (run `make export` and `make bench` first)")
     return inputs
+
+
+def _network(framework: str, weights, root: Path) -> str:
+    if framework in facts.built_in_folders() or weights is None:
+        return facts.network_of(framework, root)
+    model = weights[1]
+    return str(model.meta.get("net") or ("mlp" if model.is_mlp else "cnn"))
 
 
 # ---------------------------------------------------------------- derived data
@@ -256,6 +281,8 @@ def derive(inp: Inputs, *, batch: int = 1, threads: int = 1) -> Derived:
                 sel=analysis.ok_rows(inp.results, batch=batch, threads=threads))
     levels = sorted({p.sparsity for pts in d.curves.values() for p in pts} | {0.0})
     for fw, (_, model) in inp.weights.items():
+        if not model.is_mlp:  # the per-layer questions are about the MLP; report.networks compares the CNN
+            continue
         d.layers[fw] = layer_stats(model)
         d.structure[fw] = structure(model, levels)
     return d

@@ -1,6 +1,7 @@
 """Markdown formatting for the report: numbers as text, tables, images, "not available" notes."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 
@@ -18,6 +19,11 @@ def us(x: float) -> str:
 
 def size(n: float) -> str:
     return f"{n / 1e6:.2f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
+
+
+def signed(x: float) -> str:
+    """+0.30 / -1.20; a difference that rounds to zero prints +0.00, never -0.00."""
+    return f"{round(x, 2) + 0.0:+.2f}"
 
 
 def level(k: float) -> str:
@@ -60,3 +66,22 @@ def span(values, fmt: str | None) -> str:
     f = share if fmt is None else fmt.format
     lo, hi = f(min(values)), f(max(values))
     return lo if lo == hi else f"{lo} to {hi}"
+
+
+def anchor(heading: str) -> str:
+    """The link target GitHub gives a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def contents(lines: list[str]) -> list[str]:
+    """A table of contents: one link per "## " heading in `lines` (repeated anchors numbered)."""
+    seen: dict[str, int] = {}
+    out = ["## Contents", ""]
+    for line in lines:
+        if line.startswith("## "):
+            title = line[3:].strip()
+            slug = anchor(title)
+            n = seen.get(slug, 0)
+            seen[slug] = n + 1
+            out.append(f"- [{title}](#{slug}{f'-{n}' if n else ''})")
+    return out + [""]

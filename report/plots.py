@@ -76,7 +76,8 @@ def _log_axis(axis) -> None:
 def preferred_variant(variants) -> str | None:
     """fp32 when there is one: the variant every sparsity level and runtime has."""
     variants = sorted({v for v in variants if v is not None})
-    return "fp32" if "fp32" in variants else (variants[0] if variants else None)
+    from report.facts import REFERENCE
+    return REFERENCE.variant if REFERENCE.variant in variants else (variants[0] if variants else None)
 
 
 # ---------------------------------------------------------------- training
@@ -214,32 +215,6 @@ def size_vs_sparsity(artifacts, path: Path, framework: str | None = None) -> Pat
         ax.set_title(f"{fmt} ({variant})", fontsize=10)
         ax.legend(fontsize=7)
     fig.suptitle(f"artifact size vs sparsity ({framework})")
-    return _save(fig, path)
-
-
-def pareto(rows, path: Path) -> Path:
-    """Accuracy vs p50 latency of every artifact x runtime; the Pareto front drawn and labelled."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
-    points = [(r["p50_us"], r["accuracy"]) for r in rows]
-    for runtime in sorted({r["runtime"] for r in rows}):
-        rs = [r for r in rows if r["runtime"] == runtime]
-        ax.scatter([r["p50_us"] for r in rs], [r["accuracy"] for r in rs], s=14, alpha=0.6, label=runtime)
-    front = analysis.pareto_front(points)
-    fx, fy = [points[i][0] for i in front], [points[i][1] for i in front]
-    ax.step(fx, fy, where="post", color="black", lw=1.2, label="Pareto front")
-    ax.scatter(fx, fy, s=60, facecolors="none", edgecolors="black")
-    for i in front:
-        r = rows[i]
-        label = f'{r["runtime"]}: {r["framework"]} {r["method"]} k{float(r["sparsity"]):g} {r.get("variant") or ""}'
-        ax.annotate(label, points[i], fontsize=6, xytext=(4, -8), textcoords="offset points")
-    ax.set_xscale("log")
-    _log_axis(ax.xaxis)
-    ax.set_xlabel("p50 latency (µs, log)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title(_batch_title(rows, "accuracy vs latency"))
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
 

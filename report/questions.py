@@ -15,7 +15,7 @@ HEAVY_TAILS = 1.0  # excess kurtosis above this is clearly heavier-tailed than G
 
 
 def q1(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
-    lines = ["## Q1. How does accuracy degrade with sparsity?", ""]
+    lines = ["## How does accuracy fall as the network is pruned?", ""]
     if not d.curves:
         return lines + missing("accuracy vs sparsity", "python -m report --seeds 3")
     for fw in sorted({fw for fw, _ in d.curves}):
@@ -63,7 +63,7 @@ def degradation_sentence(fw: str, method: str, pts, tolerance: float) -> str:
 
 
 def q2(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
-    lines = [f"## Q2. Highest sparsity within {cfg.tolerance:g} point of dense", ""]
+    lines = [f"## How far can each model be pruned within {cfg.tolerance:g} point of dense?", ""]
     if not d.curves:
         return lines + missing("accuracy vs sparsity", "python -m report --seeds 3")
     body = []
@@ -76,13 +76,13 @@ def q2(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
         body.append([fw, method, pct(dense.mean), f"**{level(best.sparsity)}**", pct(best.mean),
                      f"{best.mean - dense.mean:+.2f}",
                      None if nxt is None else f"{level(nxt.sparsity)}: {pct(nxt.mean)}", best.n])
-    lines += table(["framework", "method", "dense", "highest level within", "accuracy there",
+    lines += table(["model", "method", "dense", "highest level within", "accuracy there",
                     "Δ points", "next level", "seeds"], body)
     return lines + [f"Decided on the mean over seeds; \"next level\" is the first level tested above it.", ""]
 
 
 def q3(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
-    lines = ["## Q3. Do weight and unit pruning differ, and why?", ""]
+    lines = ["## Weight or unit pruning: which keeps more accuracy, and why?", ""]
     fws = sorted({fw for fw, m in d.curves if m == "weight"} & {fw for fw, m in d.curves if m == "unit"})
     if not fws:
         return lines + missing("accuracy of both weight and unit pruning", "python -m report --seeds 3")
@@ -109,7 +109,7 @@ def q3(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
         "of its own matrix and a row of the next, so between two pruned layers the share of weights removed",
         "grows like 1−(1−k)² (compare the two \"weights removed\" columns), and the rank of every layer's",
         "map is capped by the units kept. Once fewer units remain than the directions a layer actually uses",
-        "(its effective rank r90, Q4), the network loses representational capacity and accuracy drops fast.", ""]
+        "(its effective rank r90, next section), the network loses representational capacity and accuracy drops fast.", ""]
     return lines
 
 
@@ -143,7 +143,7 @@ def q3_findings(fw: str, gaps, d: Derived, cfg) -> list[str]:
 
 
 def q4(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
-    lines = ["## Q4. Why can so much of the network be deleted?", ""]
+    lines = ["## Why can so much of the MLP be deleted?", ""]
     if not d.layers:
         return lines + missing("trained weights", "make train")
     for fw, stats in sorted(d.layers.items()):
@@ -212,7 +212,7 @@ def q4_findings(fw: str, stats, d: Derived, inp: Inputs, tolerance: float) -> li
 
 
 def training(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
-    lines = ["## Learning curves", ""]
+    lines = ["## How the models trained", ""]
     if not inp.curves:
         return lines + missing("training runs", "make train")
     body = []
@@ -225,7 +225,7 @@ def training(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
                          None if info.get("wall_time_s") is None else f"{info['wall_time_s']:.0f} s"])
     lines += ["Solid: training (mean over each epoch's batches); dashed: validation (5,000 held-out "
               "training images).", ""]
-    return lines + table(["framework", "seed", "epochs", "final train acc.", "final val. acc.",
+    return lines + table(["model", "seed", "epochs", "final train acc.", "final val. acc.",
                           "test acc.", "training time"], body)
 
 

@@ -1,7 +1,12 @@
 """Accuracy vs sparsity over several training seeds, so the curves carry their spread.
 
-Training is the cost (minutes per seed and framework, skipped when fresh); pruning and a
-numpy forward pass over the 10k test images take seconds, so they are always recomputed.
+For every built-in network found under the artifacts root (the MLP in `torch`/`tf`, the CNN in
+`cnn-torch`/`cnn-tf`; `pipeline.stages.model_name`), seeds 0..N-1 of each framework: `--seeds N`
+counts per network. A tree with only one of them scores only that one; an empty tree trains the MLP.
+Training is the cost (minutes per seed, skipped when fresh); pruning and a forward pass over the 10k
+test images are recomputed: numpy for the MLP (seconds), torch for the CNN (numpy's convolutions are
+~100x slower; export verification holds torch to the numpy reference within pipeline.checks.FP32).
+The `framework` column holds the model folder.
 """
 from __future__ import annotations
 
@@ -28,10 +33,24 @@ def test_set(data_dir=None) -> tuple[np.ndarray, np.ndarray]:
 
 
 def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy (fraction) of the numpy reference forward pass."""
-    hits = sum(int((model.predict(x[i:i + EVAL_CHUNK]) == y[i:i + EVAL_CHUNK]).sum())
+    """Top-1 accuracy (fraction): the numpy reference for an MLP, its torch module for other networks."""
+    predict = model.predict if model.is_mlp else _torch_predict(model)
+    hits = sum(int((predict(x[i:i + EVAL_CHUNK]) == y[i:i + EVAL_CHUNK]).sum())
                for i in range(0, len(x), EVAL_CHUNK))
     return hits / len(x)
+
+
+def _torch_predict(model):
+    import torch
+
+    from pipeline.model import check_input
+    from pipeline.torch_net import to_torch
+    net = to_torch(model.densified())
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return net(torch.from_numpy(check_input(x, model.input_shape))).numpy().argmax(axis=1)
+    return predict
 
 
 def seed_rows(model, *, framework: str, seed: int, methods, levels, x, y) -> list[dict]:
@@ -47,19 +66,35 @@ def seed_rows(model, *, framework: str, seed: int, methods, levels, x, y) -> lis
     return rows
 
 
-def trained_model(framework: str, seed: int, root: Path):
-    """The trained model of this seed, training it first (via the lead's stage) when absent."""
+def trained_model(framework: str, seed: int, root: Path, net: str = "mlp"):
+    """The trained model of this seed, training it first (via the lead's stage, the network's
+    default recipe) when absent."""
     from pipeline import model_io
     from pipeline.stages import train_dir, train_stage
-    path = train_dir(framework, seed, root) / "model.npz"
+    from pipeline.train import default_config
+    path = train_dir(framework, seed, root, net) / "model.npz"
     if not path.is_file():
-        path = train_stage(framework, seed=seed, root=root)
+        path = train_stage(framework, seed=seed, root=root, config=default_config(net))
     return model_io.load(path)
 
 
+def models_in(root: Path, frameworks, nets=None) -> list[tuple[str, str, str]]:
+    """(model folder, framework, network) to score: every network given, else the built-in networks
+    with a train/ or export/ folder under root, else the MLP."""
+    from pipeline.stages import model_name
+    from pipeline.train import NETS
+    every = [(model_name(fw, net), fw, net) for net in (nets or NETS) for fw in frameworks]
+    if nets:
+        return every
+    found = [m for m in every if (root / "train" / m[0]).is_dir() or (root / "export" / m[0]).is_dir()]
+    return found or [m for m in every if m[2] == NETS[0]]
+
+
 def run_seeds(n_seeds: int = DEFAULT_SEEDS, frameworks=("torch", "tf"), methods=("weight", "unit"),
-              levels=None, root: Path = Path("artifacts"), *, data_dir=None) -> Path:
-    """Write `<root>/bench/seeds.csv` for seeds 0..n_seeds-1 and return its path."""
+              levels=None, root: Path = Path("artifacts"), *, data_dir=None, nets=None) -> Path:
+    """Write `<root>/bench/seeds.csv` for seeds 0..n_seeds-1 of each network and framework
+    (`models_in`), the methods that apply to each network, and return its path."""
+    from pipeline.methods import METHODS, base_name
     from pipeline.prune import LEVELS
     from tqdm import tqdm
     if n_seeds < 1:
@@ -68,11 +103,11 @@ def run_seeds(n_seeds: int = DEFAULT_SEEDS, frameworks=("torch", "tf"), methods=
     root = Path(root)
     x, y = test_set(data_dir)
     rows = []
-    for framework in frameworks:
-        for seed in tqdm(range(n_seeds), desc=f"seeds {framework}", unit="seed", leave=False):
-            model = trained_model(framework, seed, root)
-            rows += seed_rows(model, framework=framework, seed=seed, methods=methods,
-                              levels=levels, x=x, y=y)
+    for folder, framework, net in models_in(root, frameworks, nets):
+        usable = [m for m in methods if net in METHODS[base_name(m)].networks]
+        for seed in tqdm(range(n_seeds), desc=f"seeds {folder}", unit="seed", leave=False):
+            model = trained_model(framework, seed, root, net)
+            rows += seed_rows(model, framework=folder, seed=seed, methods=usable, levels=levels, x=x, y=y)
     return write_seeds_csv(root / "bench" / "seeds.csv", rows)
 
 

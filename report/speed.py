@@ -3,8 +3,10 @@ gives no speedup, and device results. Same `section(inp, d, figs, cfg) -> list[s
 from __future__ import annotations
 
 from report import analysis
+from report.facts import REFERENCE
 from report.markdown import artifact_name, image, level, missing, pct, size, table, times, us
 from report.inputs import Derived, Inputs
+from pipeline.train import NETS
 
 
 def speed_and_size(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
@@ -14,6 +16,7 @@ def speed_and_size(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
     lines += image(figs.get("latency"), "latency vs sparsity")
     lines += image(figs.get("size"), "size vs sparsity")
     lines += image(figs.get("pareto"), "accuracy vs latency, Pareto front")
+    lines += front_table(d.sel)
     levels = [k for k in (90.0, 99.0) if any(float(r["sparsity"]) == k for r in d.sel)]
     methods = [m for m in ("weight", "unit") if any(r["method"] == m for r in d.sel)]
     groups = sorted({(r["runtime"], r["format"], r.get("variant") or "", r["framework"]) for r in d.sel})
@@ -31,18 +34,33 @@ def speed_and_size(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
         body.append(row)
     lines += [f"Speedup over the dense k00 model in the same runtime (ratio_vs_dense, {cfg.where}; "
               "variants without a k00 file, such as sparse storage, are compared with the fp32 k00):", ""]
-    return lines + table(["runtime", "format", "variant", "framework", "dense p50"]
+    return lines + table(["runtime", "format", "variant", "model", "dense p50"]
                          + [f"{m} {level(k)}" for m in methods for k in levels], body)
 
 
+def front_table(rows) -> list[str]:
+    """The numbered points of the Pareto plot: no other file is both faster and more accurate."""
+    front = analysis.front_rows([r for r in rows if r.get("accuracy") is not None])
+    if not front:
+        return []
+    body = [[i, artifact_name(r), r["runtime"], us(r["p50_us"]), pct(r["accuracy"]),
+             None if r.get("bytes") is None else size(r["bytes"])] for i, r in enumerate(front, start=1)]
+    return (["The Pareto front (numbered on the plot, fastest first): no other file is both faster and more "
+             "accurate.", ""] + table(["#", "file", "runtime", "p50", "accuracy", "size"], body))
+
+
 def recommendations(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
-    lines = [f"## Recommendation: what to ship per runtime (within {cfg.tolerance:g} point of dense)", ""]
+    lines = [f"## What to ship: per runtime, within {cfg.tolerance:g} point of dense", ""]
     if not d.sel:
         return lines + missing(f"benchmark results at {cfg.where}", "make bench")
-    lines += recommendation_table(d.sel, cfg.tolerance)
+    for net in NETS:
+        folders = set(inp.of_network(net))
+        rows = [r for r in d.sel if r["framework"] in folders]
+        if rows:
+            lines += [f"**{net.upper()}**", ""] + recommendation_table(rows, cfg.tolerance)
     dense = analysis.dense_accuracy_by_framework(d.sel)
     lines += ["Dense reference accuracy: " + ", ".join(f"{fw} {pct(a)}" for fw, a in sorted(dense.items()))
-              + "; each artifact is compared with its own framework's dense model. "
+              + "; each artifact is compared with the dense (k00) model of its own folder (network and framework). "
               + f"Latency is p50 at {cfg.where}, on the host.", ""]
     return lines
 
@@ -63,7 +81,7 @@ def recommendation_table(rows, tolerance: float) -> list[str]:
 
 
 def targets(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
-    lines = ["## Targets", ""]
+    lines = ["## Is a unit-pruned model faster, and a weight-pruned one smaller?", ""]
     if not inp.results:
         return lines + missing("benchmark results", "make bench")
     sp = analysis.speedups(d.b1, method="unit", sparsity=90.0, runtime="onnxruntime", fmt="onnx")
@@ -113,7 +131,7 @@ def no_speedup(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
     lines.append("")
     for (runtime, fmt, variant), best in flat.items():
         same = [r for r in d.sel if r["format"] == fmt and r["runtime"] == runtime and r["method"] == "unit"]
-        unit_variant = variant if any(r.get("variant") == variant for r in same) else "fp32"
+        unit_variant = variant if any(r.get("variant") == variant for r in same) else REFERENCE.variant
         unit = analysis.best_speedup([r for r in same if r.get("variant") == unit_variant],
                                      runtime=runtime, method="unit")
         text = (f"- **{runtime}** ({fmt}{' ' + variant if variant else ''}): best {times(best)}. "
@@ -152,7 +170,7 @@ def device(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
             for r in sorted(inp.device, key=lambda r: (r["runtime"], r["framework"], r["method"],
                                                        float(r["sparsity"]), str(r.get("variant")),
                                                        r["threads"], r["batch"]))]
-    lines += table(["framework", "method", "sparsity", "format", "variant", "runtime", "threads", "batch",
+    lines += table(["model", "method", "sparsity", "format", "variant", "runtime", "threads", "batch",
                     "status", "p50", "vs dense", "acc."], body)
     on_device = analysis.ok_rows(inp.device, source=None)
     if on_device:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from report import analysis, plots
+from report import analysis, figures, plots
 from report.inputs import as_percent, typed_row
 from report_fixtures import result_rows
 
@@ -48,7 +48,7 @@ def test_latency_size_pareto(tmp_path, b1_rows):
     assert_png(plots.latency_vs_sparsity(b1_rows, tmp_path / "latency.png"))
     assert_png(plots.latency_vs_sparsity([r for r in b1_rows if r["runtime"] == "numpy"], tmp_path / "one.png"))
     assert_png(plots.size_vs_sparsity(analysis.unique_artifacts(b1_rows), tmp_path / "size.png"))
-    assert_png(plots.pareto(b1_rows, tmp_path / "pareto.png"))
+    assert_png(figures.pareto(b1_rows, tmp_path / "pareto.png"))
 
 
 def test_weight_figures(tmp_path):
@@ -59,7 +59,7 @@ def test_weight_figures(tmp_path):
 
 
 def test_figures_are_written_atomically(tmp_path, b1_rows):
-    plots.pareto(b1_rows, tmp_path / "pareto.png")
+    figures.pareto(b1_rows, tmp_path / "pareto.png")
     assert [p.name for p in tmp_path.iterdir()] == ["pareto.png"], "no temp files left behind"
 
 
