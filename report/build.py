@@ -47,7 +47,7 @@ def make_figures(inp: Inputs, d: Derived, out: Path, tolerance: float = analysis
     for fw, runs in inp.curves.items():
         figs[f"learning_{fw}"] = plots.learning_curves(runs, fw, out / f"learning_curves_{fw}.png")
     if d.sel:
-        figs["latency"] = plots.latency_vs_sparsity(d.sel, out / "latency_vs_sparsity.png")
+        figs["latency"] = plots.latency_vs_sparsity(d.sel, out / "latency_vs_sparsity.png", inp.networks)
         with_acc = [r for r in d.sel if r.get("accuracy") is not None]
         if with_acc:
             figs["pareto"] = figures.pareto(with_acc, out / "pareto_accuracy_latency.png")
@@ -87,8 +87,8 @@ def header(inp: Inputs, d: Derived, figs, cfg: ReportConfig) -> list[str]:
     if machine:
         lines += ["", "Host: " + ", ".join(f"{k} {v}" for k, v in sorted(machine.items()))]
     return lines + ["", f"\"Within {cfg.tolerance:g} point of dense\" means test accuracy at most "
-                        f"{cfg.tolerance:g} percentage point below the unpruned model of the same folder (the same network "
-                        "trained in the same framework).", ""]
+                        f"{cfg.tolerance:g} percentage point below the unpruned model of the same folder "
+                        "(the same network trained in the same framework).", ""]
 
 
 # The report, top to bottom: what to ship first, then how accuracy and speed behave, and why.

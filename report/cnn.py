@@ -104,7 +104,8 @@ def cnn_targets(inp, d, figs, cfg) -> list[str]:
     ok = passed_paths(inp.manifest)
     rows = [r for r in d.b1 if r["artifact"] in ok]
     if not [r for r in rows if r["framework"] in folders]:
-        return lines + missing("benchmark results of verified CNN files", "python -m export run --net cnn && make bench")
+        return lines + missing("benchmark results of verified CNN files",
+                               "python -m export run --net cnn && make bench")
     lines += ["Batch 1, 1 thread, host; verified files only. Each pruned file is compared with the same network's "
               "dense (k00) file of the same kind in the same runtime and run; accuracy is each file's own on the "
               "10,000 test images, Δ against that dense file.", "",

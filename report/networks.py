@@ -105,8 +105,8 @@ def why(inp, pairs_) -> list[str]:
         text = (f"- **{fw}**: the {NAMES['cnn']} has {b['weights']:,} weights, {share(b['weights'] / a['weights'])} "
                 f"of the {NAMES['mlp']}'s {a['weights']:,} ({kinds}). Each {NAMES['cnn']} weight is used "
                 f"{b['uses']:.0f} times per image on average (an {NAMES['mlp']} weight {a['uses']:.0f} time"
-                f"{'s' if a['uses'] != 1 else ''}), so every one removed changes {'more' if b['uses'] > a['uses'] else 'no more'} "
-                f"of the computation.")
+                f"{'s' if a['uses'] != 1 else ''}), so every one removed changes "
+                f"{'more' if b['uses'] > a['uses'] else 'no more'} of the computation.")
         if a["r90"] is not None and b["r90"] is not None:
             compact = b["r90"] > a["r90"]
             text += (f" {ENERGY_RANK:.0%} of a layer's energy needs {share(b['r90'])} of its singular directions in "

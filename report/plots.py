@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 
 from report import analysis
+from report.facts import framework_of
 from pipeline.fileio import atomic_path
 from pipeline.methods import base_name as base_method
 
 METHOD_COLORS = {"weight": "tab:blue", "unit": "tab:orange", "dense": "tab:gray"}
 OTHER_COLORS = ("tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
-FRAMEWORK_STYLES = {"torch": "-", "tf": "--"}
+LINE_STYLES = ("-", "--", "-.")  # one per training framework, in pipeline.train.FRAMEWORKS order
+NET_MARKERS = {"mlp": "o", "cnn": "s"}  # one per pipeline.train.NETS network
 DPI = 110
 
 
@@ -48,7 +50,9 @@ def tuning_of(method: str) -> str:
 
 
 def _style(framework: str) -> str:
-    return FRAMEWORK_STYLES.get(framework, ":")
+    from pipeline.train import FRAMEWORKS
+    order = list(FRAMEWORKS)
+    return LINE_STYLES[order.index(framework) % len(LINE_STYLES)] if framework in order else ":"
 
 
 def sparsity_position(k) -> np.ndarray:
@@ -141,44 +145,57 @@ def accuracy_vs_sparsity(curves, framework: str, path: Path) -> Path:
 
 # ---------------------------------------------------------------- latency / size
 
-def latency_vs_sparsity(rows, path: Path) -> Path:
-    """One panel per runtime: p50 latency per method and framework (log y), dense k00 as a line."""
+def latency_vs_sparsity(rows, path: Path, networks: dict[str, str] | None = None) -> Path:
+    """One panel per runtime: p50 latency per model folder and method (log y), each folder's dense
+    k00 as a grey line. Colour = method, line = training framework, marker = network; one legend
+    for the figure, so it stays short however many folders and methods there are."""
     plt = _plt()
+    networks = networks or {}
     runtimes = sorted({r["runtime"] for r in rows})
     cols = min(3, max(1, len(runtimes)))
     nrows = max(1, -(-len(runtimes) // cols))
     fig, axes = plt.subplots(nrows, cols, figsize=(5 * cols, 3.6 * nrows), squeeze=False,
                              layout="constrained")
+    seen = {"method": set(), "framework": set(), "network": set()}
     for ax, runtime in zip(axes.flat, runtimes):
         rs = [r for r in rows if r["runtime"] == runtime]
         variant = preferred_variant(r.get("variant") for r in rs)
         rs = [r for r in rs if r.get("variant") == variant]
         groups = defaultdict(list)
         for r in rs:
-            groups[(r["framework"], r["method"], r["format"])].append(r)
-        for (fw, method, fmt), g in sorted(groups.items()):
-            g = sorted(g, key=lambda r: float(r["sparsity"]))
-            ks = [float(r["sparsity"]) for r in g if float(r["sparsity"]) > 0]
-            us = [r["p50_us"] for r in g if float(r["sparsity"]) > 0]
-            if ks:
-                ax.plot(sparsity_position(ks), us, "o" + _style(fw), color=_color(method), ms=4,
-                        label=f"{fw} {method} ({fmt})")
+            groups[(r["framework"], r["method"])].append(r)
+        for (fw, method), g in sorted(groups.items()):
+            g = sorted((r for r in g if float(r["sparsity"]) > 0), key=lambda r: float(r["sparsity"]))
+            net = networks.get(fw, "mlp")
+            if g:
+                ax.plot(sparsity_position([float(r["sparsity"]) for r in g]), [r["p50_us"] for r in g],
+                        marker=NET_MARKERS.get(net, "^"), ls=_style(framework_of(fw)), color=_color(method), ms=4)
+                for key, value in (("method", method), ("framework", framework_of(fw)), ("network", net)):
+                    seen[key].add(value)
         for fw in sorted({r["framework"] for r in rs}):
             dense = [r["p50_us"] for r in rs if r["framework"] == fw and float(r["sparsity"]) == 0]
             if dense:
-                ax.axhline(float(np.median(dense)), color="black", ls=_style(fw), lw=1, alpha=0.6,
-                           label=f"{fw} dense k00")
+                ax.axhline(float(np.median(dense)), color="gray", ls=_style(framework_of(fw)), lw=1, alpha=0.7)
         ax.set_yscale("log")
         _log_axis(ax.yaxis)
         _sparsity_axis(ax, [float(r["sparsity"]) for r in rs] or [0])
-        ax.set_xlabel("sparsity (%)")
         ax.set_ylabel("p50 latency (µs)")
         ax.set_title(f"{runtime} ({variant})", fontsize=10)
-        ax.legend(fontsize=6)
     for ax in list(axes.flat)[len(runtimes):]:
         ax.axis("off")
-    fig.suptitle(_batch_title(rows, "latency vs sparsity"))
+    fig.legend(handles=_legend_handles(seen), loc="outside right upper", fontsize=7)
+    fig.suptitle(_batch_title(rows, "latency vs sparsity (grey: each model's dense k00)"))
     return _save(fig, path)
+
+
+def _legend_handles(seen: dict) -> list:
+    from matplotlib.lines import Line2D
+    handles = [Line2D([], [], color=_color(m), lw=2, label=m) for m in sorted(seen["method"])]
+    handles += [Line2D([], [], color="black", ls=_style(fw), label=f"trained in {fw}")
+                for fw in sorted(seen["framework"])]
+    handles += [Line2D([], [], color="black", ls="", marker=NET_MARKERS.get(n, "^"), label=n.upper())
+                for n in sorted(seen["network"])]
+    return handles
 
 
 def _batch_title(rows, what: str) -> str:

@@ -67,3 +67,34 @@ def test_preferred_variant():
     assert plots.preferred_variant(["int8-full", "fp32", None]) == "fp32"
     assert plots.preferred_variant(["sparse", "fp16"]) == "fp16"
     assert plots.preferred_variant([None]) is None
+
+
+def test_latency_plot_marks_networks_and_frameworks(tmp_path):
+    rows = as_percent([typed_row({k: str(v) for k, v in r.items()}, "fixture") for r in result_rows(cnn_too=True)])
+    rows = analysis.ok_rows(rows)
+    networks = {fw: "cnn" if fw.startswith("cnn-") else "mlp" for fw in {r["framework"] for r in rows}}
+    assert_png(plots.latency_vs_sparsity(rows, tmp_path / "latency.png", networks))
+
+
+def test_pareto_numbers_only_the_front_without_overlaps(tmp_path, monkeypatch):
+    """~1,600 files x runtimes: every front point gets a number, no two numbers overlap."""
+    rng = np.random.default_rng(0)
+    runtimes = ("numpy", "onnxruntime", "openvino", "ncnn", "litert-xnnpack", "litert-builtin", "tvm")
+    rows = []
+    for _ in range(1600):
+        k = float(rng.choice([0, 50, 80, 90, 95, 97, 99]))
+        rows.append({"runtime": str(rng.choice(runtimes)), "batch": 1, "threads": 1,
+                     "p50_us": float(10 ** rng.uniform(1, 4) * (1.05 - k / 100)),
+                     "accuracy": float(92 - (k / 100) ** 6 * 40 - rng.uniform(0, 3))})
+    kept = []
+    monkeypatch.setattr(figures, "_save", lambda fig, path: kept.append(fig) or path)  # keep it open
+    figures.pareto(rows, tmp_path / "pareto.png")
+    (fig,) = kept
+    renderer = fig.canvas.get_renderer()
+    labels = [t for ax in fig.axes for t in ax.texts]
+    front = analysis.front_rows(rows)
+    assert sorted(int(t.get_text()) for t in labels) == list(range(1, len(front) + 1))
+    boxes = [t.get_window_extent(renderer) for t in labels]
+    overlaps = [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    assert not overlaps, f"{len(overlaps)} overlapping labels"
+    plots._plt().close(fig)

@@ -29,7 +29,8 @@ FORBIDDEN = ("nan", "None", "inf", "TODO", "TBD", "XXX", "{", "}")
 def placeholders(text: str) -> list[str]:
     """FORBIDDEN words standing alone (so "inference" is fine, "inf" is not) and any brace."""
     import re
-    return [w for w in FORBIDDEN if (w in text if not w.isalpha() else re.search(rf"(?<![A-Za-z]){w}(?![A-Za-z])", text))]
+    return [w for w in FORBIDDEN
+            if (re.search(rf"(?<![A-Za-z]){w}(?![A-Za-z])", text) if w.isalpha() else w in text)]
 
 
 def acc_rows(fw="torch", method="weight", by_level=None, seeds_=(0,)):

@@ -68,8 +68,8 @@ def test_int8_vs_float_per_level(loaded):
     text = text_of(int8.int8_section(inp, d, {}, cfg))
     assert "**cnn-torch** (CNN)" in text and "**torch** (MLP)" in text
     # weight 50%: float 92.05%, int8 0.3 point lower, 4x faster in the fixture; weight 99% int8 fails
-    assert "| 50% | weight | 92.05% | 91.75% (-0.30) | 3.03 ms (litert-xnnpack) | 757.5 µs (litert-xnnpack) | 4.00× |" \
-           " passed |" in text
+    assert ("| 50% | weight | 92.05% | 91.75% (-0.30) | 3.03 ms (litert-xnnpack) | 757.5 µs (litert-xnnpack) "
+            "| 4.00× | passed |") in text
     assert "| 99% | weight | 49.95% | 49.65% (-0.30) |" in text and "| **failed** |" in text
     assert "top-1 agreement >= 0.99" in text
 
@@ -120,7 +120,8 @@ def test_bad_peer_files_are_one_line_errors(tmp_path, doc, message):
 
 def test_peer_accuracy_in_percent_or_fraction(tmp_path):
     path = tmp_path / "tfmot.json"
-    path.write_text(json.dumps({"runs": [{"framework": "tf", **r, "accuracy": 100 * r["accuracy"]} for r in PEER_RUNS]}))
+    runs = [{"framework": "tf", **r, "accuracy": 100 * r["accuracy"]} for r in PEER_RUNS]
+    path.write_text(json.dumps({"runs": runs}))
     assert [r["accuracy"] for r in peer.read_peer(path)["runs"]] == pytest.approx([89.3, 90.3, 88.0])
 
 
