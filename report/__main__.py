@@ -20,7 +20,8 @@ def build_parser():
     p.add_argument("--tolerance", type=float, default=TOLERANCE,
                    help="accuracy points below dense still counted as no loss (default: %(default)s)")
     p.add_argument("--seeds", type=int, default=None, metavar="N",
-                   help="first compute accuracy vs sparsity over seeds 0..N-1 (trains missing seeds)")
+                   help="first compute accuracy vs sparsity over seeds 0..N-1 of each network in the tree "
+                        "(MLP and/or CNN, both frameworks; trains missing seeds)")
     p.add_argument("--batch", type=int, default=1,
                    help="batch size of the latency plots, speed table and recommendations (default: 1)")
     p.add_argument("--threads", type=int, default=1,

@@ -10,7 +10,6 @@ from report.plots import (TUNING_STYLES, _batch_title, _color, _log_axis, _plt, 
                           base_method, sparsity_position, tuning_of)
 
 ZOOM_POINTS = analysis.CLIFF_POINTS  # the right panel shows files within this many points of the best
-NET_TITLES = {"mlp": "MLP", "cnn": "CNN"}
 
 
 def _scatter(ax, rows, front, colors) -> None:
@@ -84,7 +83,8 @@ def networks_side_by_side(curves, networks: dict[str, str], path: Path, toleranc
     """One panel per network (shared accuracy axis): mean accuracy per model folder and method, a
     min-max band over seeds, and a dotted line at each folder's dense - tolerance."""
     plt = _plt()
-    nets = [n for n in NET_TITLES if n in set(networks.values())] + sorted(set(networks.values()) - set(NET_TITLES))
+    from pipeline.train import NETS
+    nets = [n for n in NETS if n in set(networks.values())] + sorted(set(networks.values()) - set(NETS))
     fig, axes = plt.subplots(1, len(nets), figsize=(6.2 * len(nets), 4.4), squeeze=False, sharey=True,
                              layout="constrained")
     for ax, net in zip(axes.flat, nets):
@@ -105,7 +105,7 @@ def networks_side_by_side(curves, networks: dict[str, str], path: Path, toleranc
             if dense is not None:
                 ax.axhline(dense.mean - tolerance, color="gray", ls=ls, lw=0.8, alpha=0.6)
         _sparsity_axis(ax, levels or [0])
-        ax.set_title(f"{NET_TITLES.get(net, net)} (grey: dense − {tolerance:g} point)", fontsize=10)
+        ax.set_title(f"{net.upper()} (grey: dense − {tolerance:g} point)", fontsize=10)
         ax.legend(fontsize=7, loc="lower left")
     axes.flat[0].set_ylabel("test accuracy (%), mean over seeds, band = min-max")
     fig.suptitle("accuracy vs sparsity, MLP and CNN side by side (10k test images)")

@@ -175,9 +175,24 @@ def model_for_weights(root: Path, framework: str) -> Path | None:
     return next(iter(sorted((root / "export" / framework).glob("*/k00/model.npz"))), None)
 
 
+def read_accuracy(root: Path, manifest: dict) -> tuple[list[dict], str]:
+    """Accuracy rows (%) and where they come from: seeds.csv, with the manifest's single seed for the
+    model folders seeds.csv does not cover (e.g. a CNN exported after the last seeds run), at the
+    methods seeds.csv has; without seeds.csv, the manifest alone."""
+    from report.seeds import read_seeds_csv
+    seeds_csv, manifest_path = root / "bench" / "seeds.csv", root / "export" / "manifest.json"
+    single = as_percent(manifest_accuracy(manifest))
+    if not seeds_csv.is_file():
+        return single, f"{manifest_path} (single seed)" if single else ""
+    rows = as_percent(read_seeds_csv(seeds_csv))
+    covered, methods = {r["framework"] for r in rows}, {r["method"] for r in rows}
+    extra = [r for r in single if r["framework"] not in covered and r["method"] in methods]
+    folders = ", ".join(sorted({r["framework"] for r in extra}))
+    return rows + extra, str(seeds_csv) + (f"; {manifest_path} (single seed) for {folders}" if extra else "")
+
+
 def load_inputs(root: Path, device_results=()) -> Inputs:
     """Read seeds.csv (else the manifest), training runs, results and device results under root."""
-    from report.seeds import read_seeds_csv
     from pipeline import model_io
     root = Path(root)
     inputs = Inputs(root=root)
@@ -187,13 +202,7 @@ def load_inputs(root: Path, device_results=()) -> Inputs:
         files = inputs.manifest.get("files") if isinstance(inputs.manifest, dict) else None
         if isinstance(files, list):
             inputs.manifest = {**inputs.manifest, "files": [by_folder(f) if isinstance(f, dict) else f for f in files]}
-    seeds_csv = root / "bench" / "seeds.csv"
-    if seeds_csv.is_file():
-        inputs.accuracy = as_percent(read_seeds_csv(seeds_csv))
-        inputs.accuracy_source = str(seeds_csv)
-    elif manifest_accuracy(inputs.manifest):
-        inputs.accuracy = as_percent(manifest_accuracy(inputs.manifest))
-        inputs.accuracy_source = f"{manifest_path} (single seed)"
+    inputs.accuracy, inputs.accuracy_source = read_accuracy(root, inputs.manifest)
     inputs.curves, inputs.train_info = read_training(root)
     for name in ("results.csv", "results.json"):
         path = root / "bench" / name

@@ -13,8 +13,9 @@ import numpy as np
 from report import analysis, facts
 from report.inputs import ENERGY_RANK, as_percent, manifest_accuracy
 from report.markdown import image, level, missing, pct, share, table
+from pipeline.train import NETS
 
-NAMES = {"mlp": "MLP", "cnn": "CNN"}  # how the text names each pipeline.train.NETS network
+NAMES = {net: net.upper() for net in NETS}  # how the text names each network: MLP, CNN
 
 
 def all_curves(inp, d) -> dict:

@@ -90,12 +90,13 @@ def models_in(root: Path, frameworks, nets=None) -> list[tuple[str, str, str]]:
     return found or [m for m in every if m[2] == NETS[0]]
 
 
-def run_seeds(n_seeds: int = DEFAULT_SEEDS, frameworks=("torch", "tf"), methods=("weight", "unit"),
+def run_seeds(n_seeds: int = DEFAULT_SEEDS, frameworks=None, methods=("weight", "unit"),
               levels=None, root: Path = Path("artifacts"), *, data_dir=None, nets=None) -> Path:
     """Write `<root>/bench/seeds.csv` for seeds 0..n_seeds-1 of each network and framework
     (`models_in`), the methods that apply to each network, and return its path."""
     from pipeline.methods import METHODS, base_name
     from pipeline.prune import LEVELS
+    from pipeline.train import FRAMEWORKS
     from tqdm import tqdm
     if n_seeds < 1:
         raise fail("--seeds", f"must be >= 1, got {n_seeds}")
@@ -103,7 +104,7 @@ def run_seeds(n_seeds: int = DEFAULT_SEEDS, frameworks=("torch", "tf"), methods=
     root = Path(root)
     x, y = test_set(data_dir)
     rows = []
-    for folder, framework, net in models_in(root, frameworks, nets):
+    for folder, framework, net in models_in(root, frameworks or tuple(FRAMEWORKS), nets):
         usable = [m for m in methods if net in METHODS[base_name(m)].networks]
         for seed in tqdm(range(n_seeds), desc=f"seeds {folder}", unit="seed", leave=False):
             model = trained_model(framework, seed, root, net)

@@ -126,3 +126,17 @@ def test_seeds_csv_of_both_networks_feeds_the_side_by_side_figure(tmp_path):
     assert (root / "report" / "accuracy_mlp_vs_cnn.png").stat().st_size > 10_000
     rows = json.loads(json.dumps(seeds.read_seeds_csv(root / "bench" / "seeds.csv")))
     assert {r["framework"] for r in rows} == {"torch", "tf", "cnn-torch", "cnn-tf"}
+
+
+def test_seeds_csv_without_the_cnn_borrows_its_manifest_accuracy(tmp_path):
+    root = make_root(tmp_path / "a", seeds=3, with_results=False, peer=False)
+    rows = [r for r in seeds.read_seeds_csv(root / "bench" / "seeds.csv") if not r["framework"].startswith("cnn-")]
+    seeds.write_seeds_csv(root / "bench" / "seeds.csv", rows)
+    inp = load_inputs(root)
+    assert "(single seed) for cnn-tf, cnn-torch" in inp.accuracy_source
+    assert {(r["framework"], r["method"]) for r in inp.accuracy if r["framework"] == "cnn-tf"} == {
+        ("cnn-tf", "weight"), ("cnn-tf", "unit")}
+    assert report_main(["--root", str(root), "--no-plots"]) == 0
+    text = (root / "report" / "REPORT.md").read_text()
+    assert "seeds per point: cnn-tf 1, cnn-torch 1, tf 3, torch 3" in text
+    assert "| cnn-tf | weight | 92.00% | **75%** |" in text
