@@ -282,6 +282,99 @@ class OpenvinoSession:
         return self.request.get_output_tensor().data.copy()  # the request reuses its buffer
 
 
+NCNN_MAGIC = "7767517"
+# ncnn layer type -> (bias_term key, weight_data_size key): the layers whose weights fill the .bin
+# (a 4-byte tag, 0 for float32, then the weights; then num_output biases if bias_term). The other
+# layer types the project writes carry none; any other type is refused (its share of the .bin is unknown).
+NCNN_WEIGHTED = {"InnerProduct": ("1", "2"), "Convolution": ("5", "6"), "ConvolutionDepthWise": ("5", "6")}
+NCNN_UNWEIGHTED = ("Input", "Split", "Flatten", "Pooling", "BinaryOp", "ReLU", "Clip", "Sigmoid", "TanH")
+
+
+def ncnn_layers(param: str) -> list:
+    """(type, {key: value text}) of every layer of a .param text; ValueError when it is not one."""
+    lines = [line.split() for line in param.splitlines() if line.strip()]
+    if len(lines) < 3 or lines[0] != [NCNN_MAGIC] or len(lines[1]) != 2:
+        raise ValueError(f"not an ncnn .param file (no {NCNN_MAGIC} magic and counts line)")
+    layers = []
+    for fields in lines[2:]:
+        if len(fields) < 4 or not fields[2].isdigit() or not fields[3].isdigit():
+            raise ValueError(f"malformed .param line {' '.join(fields)[:60]!r}")
+        pairs = fields[4 + int(fields[2]) + int(fields[3]):]
+        if not all("=" in p for p in pairs):
+            raise ValueError(f"malformed .param line {' '.join(fields)[:60]!r}")
+        layers.append((fields[0], dict(p.split("=", 1) for p in pairs)))
+    return layers
+
+
+def check_ncnn_weights(layers: list, weights: bytes) -> None:
+    """The .bin holds exactly the float32 weights the .param declares. ncnn reads weights from
+    memory without bounds and reports nothing, so a short .bin would run on whatever follows it."""
+    at = 0
+    for i, (kind, p) in enumerate(layers):
+        if kind in NCNN_UNWEIGHTED:
+            continue
+        if kind not in NCNN_WEIGHTED:
+            raise ValueError(f"layer {i} is an ncnn {kind}, a type this runner cannot check the weights of")
+        bias_term, size = NCNN_WEIGHTED[kind]
+        if weights[at:at + 4] != b"\0\0\0\0":
+            raise ValueError(f"layer {i} ({kind}): weights at byte {at} are not tagged float32")
+        at += 4 + 4 * int(p.get(size, "0")) + (4 * int(p.get("0", "0")) if p.get(bias_term, "0") != "0" else 0)
+    if at != len(weights):
+        raise ValueError(f"the .bin has {len(weights)} bytes, its .param declares {at}")
+
+
+class NcnnSession:
+    """ncnn on model.ncnn.param + .bin, float32 exactly as the export verified it: every fp16/bf16
+    option off (ncnn turns them on where the CPU has them, e.g. a Pi 5's Cortex-A76, and they moved
+    CNN logits by up to 0.15), no Vulkan. Loaded from the verified bytes (load_model_mem copies
+    them). Feature vectors run as one 2-D Mat [batch, features], images one [c, h, w] Mat each.
+    Threads: 1 unless told, as the export ran it; ncnn's own default (an OpenMP team of every big
+    core) took 80x as long on a small CNN on a busy 2-core host, one image per call."""
+    runtime = "ncnn"
+    INPUT, OUTPUT = "in0", "out0"
+    OFF = ("use_vulkan_compute", "use_fp16_storage", "use_fp16_packed", "use_fp16_arithmetic",
+           "use_bf16_storage", "use_bf16_packed")
+
+    def __init__(self, blobs: list, threads: int | None, delegate: str | None):
+        import ncnn
+        param = blobs[0].decode("ascii")
+        layers = ncnn_layers(param)
+        check_ncnn_weights(layers, blobs[1])
+        hints = next((p for kind, p in layers if kind == "Input"), {})
+        w, h, c = (int(hints.get(k, "0")) for k in ("0", "1", "2"))
+        if w < 1 or (h or c) and min(h, c) < 1:
+            raise ValueError("its Input layer does not declare the input shape (0=w, 1=h, 2=c)")
+        self.sample = [c, h, w] if h else [w]
+        self.mat, self.net = ncnn.Mat, ncnn.Net()
+        opt = self.net.opt  # set before loading: layers choose their kernels as they are created
+        for name in self.OFF:
+            setattr(opt, name, False)  # a binding without one of them fails here, not silently
+        opt.lightmode = True
+        opt.num_threads = threads or 1
+        if self.net.load_param_mem(param) != 0:
+            raise ValueError("ncnn rejected the .param")
+        self.net.load_model_mem(blobs[1])  # no status: the sizes were checked above
+        self.n_out = self._run(np.zeros(self.sample if h else [1, w], np.float32)).size
+
+    def io_spec(self) -> dict:
+        return {"input": {"name": self.INPUT, "dtype": "float32", "shape": [None, *self.sample]},
+                "output": {"name": self.OUTPUT, "dtype": "float32", "shape": [None, self.n_out]}}
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        ex = self.net.create_extractor()
+        ex.input(self.INPUT, self.mat(x))  # the Mat reads x in place: x outlives the call
+        status, out = ex.extract(self.OUTPUT)
+        if status != 0:
+            raise RuntimeError(f"ncnn extract({self.OUTPUT!r}) returned status {status}")
+        return np.array(out, dtype=np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim == 2:
+            return self._run(x).reshape(len(x), -1)
+        return np.stack([self._run(img).ravel() for img in x])
+
+
 @dataclass(frozen=True)
 class Runner:
     """How this script runs one kind of model file, and what manifest.json may say about it."""
@@ -300,6 +393,8 @@ RUNNERS = {
                      delegates=("xnnpack", "none"), module="ai_edge_litert"),
     "openvino": Runner(OpenvinoSession, suffixes=(".onnx",), layouts=("features", "nchw"), delegates=(None,),
                        module="openvino"),
+    "ncnn": Runner(NcnnSession, suffixes=(".param", ".bin"), layouts=("features", "nchw"), delegates=(None,),
+                   module="ncnn"),
 }
 
 

@@ -1,5 +1,5 @@
-"""Deploy bundle: contents and hashes, predictions vs the numpy reference for MLPs and CNNs in both
-runtimes, input shapes, tamper refusal, bench CSV, CLI.
+"""Deploy bundle: contents and hashes, predictions vs the numpy reference for MLPs and CNNs in every
+bundled runtime (ONNX, TFLite, NCNN), input shapes, tamper refusal, bench CSV, CLI.
 
 Builds its own small descriptions and exports them with the export table's own exporters
 (`export.formats.FORMATS[...].export`), so it does not depend on `make export`. The bundle
@@ -33,7 +33,9 @@ from pipeline.model_io import save
 N_IMAGES = 200
 WIDTHS = [784, 48, 24, 10]  # small but with two hidden ReLU layers like the real MLP
 LOGIT_ATOL = 1e-4  # float32 files reproduce the description's logits up to summation order (~1e-6)
-KINDS = [("mlp", "onnx"), ("mlp", "tflite"), ("cnn", "onnx"), ("cnn", "tflite")]
+KINDS = [(kind, fmt) for kind in ("mlp", "cnn") for fmt in ("onnx", "tflite", "ncnn")]
+RUNTIME = {"onnx": "onnxruntime", "tflite": "litert-xnnpack", "ncnn": "ncnn"}  # each format's shipped runtime
+PACKAGE = {"onnx": "onnxruntime", "tflite": "ai-edge-litert", "ncnn": "ncnn"}
 
 
 # ---------------------------------------------------------------- model descriptions made here
@@ -54,7 +56,7 @@ def small_cnn(seed: int = 5, input_shape=(28, 28, 1), classes: int = 10, **meta)
                                                          "sparsity": 0.0, "physical": "dense", **meta}, input_shape))
 
 
-def export_kdir(model: Model, kdir: Path, formats=("onnx", "tflite")) -> Path:
+def export_kdir(model: Model, kdir: Path, formats=("onnx", "tflite", "ncnn")) -> Path:
     """k-dir as the export stage leaves it: model.npz + one file per format, by the real exporters."""
     kdir.mkdir(parents=True, exist_ok=True)
     save(model, kdir / "model.npz")
@@ -70,7 +72,7 @@ def images() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def export_tree(tmp_path_factory):
-    """artifacts/export-like tree: torch/dense/k00 (MLP) and torch/cnn/k00 (CNN), both formats each."""
+    """artifacts/export-like tree: torch/dense/k00 (MLP) and torch/cnn/k00 (CNN), every format each."""
     root = tmp_path_factory.mktemp("export")
     mlp = random_model(WIDTHS, seed=3, method="dense", sparsity=0.0, physical="dense")
     models = {"mlp": mlp.with_layers(mlp.layers, framework="torch"), "cnn": small_cnn(framework="torch")}
@@ -101,7 +103,7 @@ def bundles(export_tree, tmp_path_factory):
 
 @pytest.fixture(params=KINDS, ids=[f"{k}-{f}" for k, f in KINDS])
 def bundle(request, bundles):
-    """Every kind of bundle: MLP and CNN, in ONNX and TFLite."""
+    """Every kind of bundle: MLP and CNN, in ONNX, TFLite and NCNN."""
     return bundles(*request.param)
 
 
@@ -134,17 +136,17 @@ def manifest_of(path: Path) -> dict:
 def test_bundle_contents_and_hashes(bundle):
     path, fmt, _, kind = bundle
     manifest = manifest_of(path)
-    model_file = F.FORMATS[fmt].suffix
+    model_files = [p.name for p in F.files_of(F.FORMATS[fmt], Path(F.FORMATS[fmt].suffix))]  # NCNN: 2
     on_disk = {p.name for p in path.iterdir()} - {"manifest.json"}
     assert set(manifest["files"]) == on_disk
-    assert {model_file, "predict.py", "bench_device.py", "README.md", "requirements.txt", "classes.txt",
+    assert {*model_files, "predict.py", "bench_device.py", "README.md", "requirements.txt", "classes.txt",
             "selftest.npy"} == on_disk
     for name, entry in manifest["files"].items():
         data = (path / name).read_bytes()
         assert entry == {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
     assert path.name == f"{'cnn-' if kind == 'cnn' else ''}torch-dense-k00-fp32-{fmt}"  # CNN, MLP: 2 names
-    assert manifest["model"]["files"] == [model_file]
-    assert manifest["model"]["artifact"] == f"{kdir_of(Path(''), kind).as_posix()}/{model_file}"
+    assert manifest["model"]["files"] == model_files
+    assert manifest["model"]["artifact"] == f"{kdir_of(Path(''), kind).as_posix()}/{model_files[0]}"
     assert manifest["provenance"]["framework"] == "torch" and manifest["provenance"]["seed"] in (3, 5)
     assert "[0, 1]" in manifest["input"]["scaling"] and manifest["input"]["dtype"] == "float32"
     assert manifest["output"]["n_classes"] == 10 and manifest["output"]["classes_file"] == "classes.txt"
@@ -152,12 +154,13 @@ def test_bundle_contents_and_hashes(bundle):
     assert manifest["measured"]["verify"]["top1_agreement"] == 1.0
     assert manifest["measured"]["verify"]["max_abs_diff"] < LOGIT_ATOL
     assert 0.0 <= manifest["measured"]["accuracy"] <= 1.0
-    assert manifest["model"]["delegate"] == (None if fmt == "onnx" else "xnnpack")
+    assert manifest["model"]["delegate"] == ("xnnpack" if fmt == "tflite" else None)
+    assert manifest["model"]["runtime"] == RUNTIME[fmt]
 
 
-# (kind, format) -> the file's declared input, its layout, the description's sample shape
-INPUTS = {("mlp", "onnx"): ([None, 784], "features", [784]), ("mlp", "tflite"): ([None, 784], "features", [784]),
-          ("cnn", "onnx"): ([None, 1, 28, 28], "nchw", [28, 28, 1]),
+# (kind, format) -> the file's declared input, its layout, the description's sample shape (NCNN: [c, h, w] Mats)
+FEATURES, NCHW = ([None, 784], "features", [784]), ([None, 1, 28, 28], "nchw", [28, 28, 1])
+INPUTS = {**{("mlp", fmt): FEATURES for fmt in RUNTIME}, ("cnn", "onnx"): NCHW, ("cnn", "ncnn"): NCHW,
           ("cnn", "tflite"): ([None, 28, 28, 1], "nhwc", [28, 28, 1])}
 
 
@@ -174,8 +177,7 @@ def test_input_spec_from_description_and_file(bundle):
 def test_requirements_pin_numpy_and_one_runtime(bundle):
     path, fmt, _, _ = bundle
     reqs = (path / "requirements.txt").read_text().split()
-    runtime = {"onnx": "onnxruntime", "tflite": "ai-edge-litert"}[fmt]
-    assert [r.split("==")[0] for r in reqs] == ["numpy", runtime]
+    assert [r.split("==")[0] for r in reqs] == ["numpy", PACKAGE[fmt]]
     assert all("==" in r and r.split("==")[1] for r in reqs)
 
 
@@ -268,15 +270,17 @@ def test_tampered_model_is_refused(bundle, tmp_path):
     path, _, _, _ = bundle
     copy = tmp_path / "copy"
     shutil.copytree(path, copy)
-    model_file = copy / manifest_of(copy)["model"]["files"][0]
-    data = bytearray(model_file.read_bytes())
-    data[len(data) // 2] ^= 0x01  # one bit, same size: only the hash can catch it
-    model_file.write_bytes(bytes(data))
     np.save(tmp_path / "x.npy", np.zeros((2, 784), np.uint8))
-    assert_one_line_error(run_script(copy, "predict.py", tmp_path / "x.npy"), model_file.name, "sha256")
-    assert_one_line_error(run_script(copy, "bench_device.py", "--reps", "5"), "sha256")
-    model_file.unlink()
-    assert_one_line_error(run_script(copy, "predict.py", tmp_path / "x.npy"), model_file.name, "missing")
+    for name in manifest_of(copy)["model"]["files"]:  # NCNN: the .param and the .bin
+        good = (copy / name).read_bytes()
+        data = bytearray(good)
+        data[len(data) // 2] ^= 0x01  # one bit, same size: only the hash can catch it
+        (copy / name).write_bytes(bytes(data))
+        assert_one_line_error(run_script(copy, "predict.py", tmp_path / "x.npy"), name, "sha256")
+        assert_one_line_error(run_script(copy, "bench_device.py", "--reps", "5"), "sha256")
+        (copy / name).write_bytes(good)
+    (copy / name).unlink()
+    assert_one_line_error(run_script(copy, "predict.py", tmp_path / "x.npy"), name, "missing")
 
 
 # ---------------------------------------------------------------- bench_device.py
@@ -301,7 +305,7 @@ def test_bench_device_writes_schema_csv(bundle, images, tmp_path):
     assert [(r["threads"], r["batch"]) for r in rows] == [("1", "1"), ("1", "4"), ("2", "1"), ("2", "4")]
     for r in rows:
         assert r["source"] == "device" and r["status"] == "ok" and r["format"] == fmt
-        assert r["runtime"] == ("onnxruntime" if fmt == "onnx" else "litert-xnnpack")
+        assert r["runtime"] == RUNTIME[fmt]
         assert 0 < float(r["p50_us"]) <= float(r["p90_us"]) <= float(r["p99_us"])
         assert int(r["reps"]) == 10 and int(r["bytes"]) > 0 and float(r["ratio_vs_dense"]) == 1.0
         assert float(r["accuracy"]) == 1.0  # labels are the reference's own classes

@@ -259,7 +259,8 @@ def test_every_file_read_is_listed_with_a_hash(made, tmp_path, field):
 
 @pytest.mark.parametrize("path,value,words", [
     (("schema",), "prunedge-bundle/1", ["schema", "prunedge-bundle/2"]),
-    (("model", "runner"), "ncnn", ["model.runner", "'onnx'"]),
+    (("model", "runner"), "tensorrt", ["model.runner", "'onnx'", "'ncnn'"]),
+    (("model", "runner"), "ncnn", ["model.files must be 2 file(s)", ".param, .bin"]),
     (("model", "delegate"), "gpu", ["model.delegate"]),
     (("model", "delegate"), "xnnpack", ["delegate 'xnnpack'", "runner 'onnx'"]),
     (("model", "files"), "model.onnx", ["model.files", "list"]),
