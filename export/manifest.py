@@ -85,13 +85,14 @@ def check_manifest(root: Path) -> list[str]:
     for entry in load_manifest(root)["files"]:
         if entry.get("sha256") is None:
             continue
-        path = root / entry["path"]
-        if not path.is_file():
-            problems.append(f"{path}: listed in the manifest but missing")
-        elif path.stat().st_size != entry.get("bytes"):
-            problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {entry.get('bytes')}")
-        elif sha256_file(path) != entry["sha256"]:
-            problems.append(f"{path}: sha256 differs from the manifest")
+        for record in [entry, *entry.get("companions", [])]:  # e.g. NCNN's .bin beside its .param
+            path = root / record["path"]
+            if not path.is_file():
+                problems.append(f"{path}: listed in the manifest but missing")
+            elif path.stat().st_size != record.get("bytes"):
+                problems.append(f"{path}: {path.stat().st_size} bytes, manifest says {record.get('bytes')}")
+            elif sha256_file(path) != record["sha256"]:
+                problems.append(f"{path}: sha256 differs from the manifest")
     return problems
 
 
