@@ -50,7 +50,7 @@ def fine_tune(model: Model, dataset: Dataset, *, framework: str, seed: int, epoc
     return validate(Model(tuple(layers), meta))
 
 
-def prune_gradually(source: Model, dataset: Dataset, *, method: str, target: float, framework: str, seed: int,
+def prune_gradually(source: Model, dataset: Dataset | None, *, method: str, target: float, framework: str, seed: int,
                     schedule: gradual.Schedule = gradual.SCHEDULE, include_output: bool = False,
                     progress: bool = True) -> Model:
     """One level of a gradual chain: `source` (the previous level's masked model; its meta
@@ -62,9 +62,9 @@ def prune_gradually(source: Model, dataset: Dataset, *, method: str, target: flo
     start_k = float(source.meta.get("sparsity", 0))
     one_shot = prune(source, method, target, include_output=include_output)
     budget = gradual.level_epochs(start_k, target, schedule)
-    epochs, images = gradual.passes(budget, len(dataset.x_train))
-    if epochs == 0:
+    if budget == 0:  # `dataset` is not read: it may be None
         return one_shot
+    epochs, images = gradual.passes(budget, len(dataset.x_train))
     if images < len(dataset.x_train):  # a fractional budget: a seeded share of the images, per level
         order = np.random.default_rng([seed, int(round(target * 100))]).permutation(len(dataset.x_train))
         keep = np.sort(order[:images])

@@ -6,6 +6,7 @@ only supplies torch's step, evaluation and learning-rate setter.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import os
 from typing import TYPE_CHECKING, Callable, Mapping
@@ -25,14 +26,14 @@ EVAL_CHUNK = 1000  # validation images per forward pass: bounded memory for CNN 
 
 @contextlib.contextmanager
 def deterministic(seed: int, threads: int | None = None):
-    """Seed torch, force deterministic kernels and use every core we may run on;
-    restore the previous global settings afterwards."""
+    """Seed torch, force deterministic kernels and use every core we may run on (or what
+    OMP_NUM_THREADS says, e.g. in a worker process); restore the previous global settings afterwards."""
     torch = _torch()
     was_deterministic = torch.are_deterministic_algorithms_enabled()
     old_threads = torch.get_num_threads()
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
-    torch.set_num_threads(threads or len(os.sched_getaffinity(0)))
+    torch.set_num_threads(threads or int(os.environ.get("OMP_NUM_THREADS") or 0) or len(os.sched_getaffinity(0)))
     try:
         yield
     finally:
@@ -81,6 +82,10 @@ def fit(data: "Dataset", *, config: "TrainConfig", seed: int, init: Model | None
 
         steps = itertools.count()
 
+        def set_lr(lr: float) -> None:
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+
         def step(x: np.ndarray, y: np.ndarray) -> tuple[float, int]:
             t = next(steps)
             if lr_at is not None:
@@ -99,23 +104,22 @@ def fit(data: "Dataset", *, config: "TrainConfig", seed: int, init: Model | None
                     param.mul_(mask)
             return float(loss.detach()) * len(y), int((logits.argmax(1) == yb).sum())
 
-        def evaluate(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-            net.eval()
-            loss_sum, correct = 0.0, 0
-            with torch.no_grad():
-                for i in range(0, len(x), EVAL_CHUNK):
-                    logits, yb = net(torch.from_numpy(x[i:i + EVAL_CHUNK])), torch.from_numpy(y[i:i + EVAL_CHUNK])
-                    loss_sum += float(loss_fn(logits, yb)) * len(yb)
-                    correct += int((logits.argmax(1) == yb).sum())
-            return loss_sum / len(y), correct / len(y)
-
-        def set_lr(lr: float) -> None:
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-
         curves = run_epochs(FRAMEWORK, data, config=config, seed=seed, step=step,
-                            evaluate=evaluate, set_lr=set_lr, progress=progress)
+                            evaluate=functools.partial(_evaluate, net, loss_fn), set_lr=set_lr, progress=progress)
         return from_torch(net.eval()), curves
+
+
+def _evaluate(net, loss_fn, x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """Mean loss and accuracy over (x, y), EVAL_CHUNK images per forward pass."""
+    torch = _torch()
+    net.eval()
+    loss_sum, correct = 0.0, 0
+    with torch.no_grad():
+        for i in range(0, len(x), EVAL_CHUNK):
+            logits, yb = net(torch.from_numpy(x[i:i + EVAL_CHUNK])), torch.from_numpy(y[i:i + EVAL_CHUNK])
+            loss_sum += float(loss_fn(logits, yb)) * len(yb)
+            correct += int((logits.argmax(1) == yb).sum())
+    return loss_sum / len(y), correct / len(y)
 
 
 def _remask(net, fixed: list, prune) -> None:

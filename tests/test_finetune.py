@@ -74,3 +74,43 @@ def test_bad_options(data):
         fine_tune(model, data, framework="mxnet", seed=0)
     with pytest.raises(PrunedgeError, match="epochs: must be an integer >= 1"):
         fine_tune(model, data, framework="torch", seed=0, epochs=0)
+
+
+def test_gradual_level_reaches_the_level_exactly_and_repeats(trained, data):
+    """One -gp level: the mask grows from 50% to 90% while training (several mask updates), ends
+    with exactly the one-shot prune's count of zeros, keeps the start's zeros, and repeats."""
+    from pipeline.finetune import prune_gradually
+    from pipeline.gradual import Schedule
+    framework, model = trained
+    start = prune(model, "weight", 50)
+    schedule = Schedule(frequency=5, min_epochs=2, max_epochs=2)  # 2 epochs of 16 batches
+    tuned = prune_gradually(start, data, method="weight", target=90, framework=framework, seed=3, schedule=schedule,
+                            progress=False)
+    again = prune_gradually(start, data, method="weight", target=90, framework=framework, seed=3, schedule=schedule,
+                            progress=False)
+    one_shot = prune(start, "weight", 90)
+    for s, t, o, r in zip(start.layers, tuned.layers, one_shot.layers, again.layers):
+        assert np.count_nonzero(t.weight) == np.count_nonzero(o.weight)
+        assert not np.any(t.weight[s.weight == 0])  # pruned once, pruned for good
+        np.testing.assert_array_equal(t.weight, r.weight)
+    assert tuned.meta["sparsity"] == 90 and tuned.meta["gradual"]["from"] == 50
+    assert (tuned.meta["gradual"]["passes"], tuned.meta["gradual"]["images"]) == (2, len(data.x_train))
+    assert tuned.meta["gradual"]["mask_updates"] == 4  # before batches 5, 10, 15 and 16 (the ramp's end)
+    val = (data.x_val, data.y_val)
+    assert accuracy(tuned, *val) > accuracy(one_shot, *val)
+    # a level of 0 epochs is the one-shot prune (and needs no data)
+    plain = prune_gradually(start, None, method="weight", target=60, framework=framework, seed=3,
+                            schedule=Schedule(tune_from=70), progress=False)
+    expected = prune(start, "weight", 60)
+    assert plain.meta == expected.meta
+    for a, b in zip(plain.layers, expected.layers):
+        np.testing.assert_array_equal(a.weight, b.weight)
+
+
+def test_gradual_unit_level_keeps_whole_units(trained, data):
+    from pipeline.finetune import prune_gradually
+    from pipeline.gradual import Schedule
+    framework, model = trained
+    tuned = prune_gradually(model.with_layers(model.layers, sparsity=0.0), data, method="unit", target=50,
+                            framework=framework, seed=0, schedule=Schedule(frequency=4), progress=False)  # 1.5 epochs: 2 passes over 75%
+    assert shrink(tuned).widths == shrink(prune(model, "unit", 50)).widths
