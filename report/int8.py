@@ -85,6 +85,10 @@ def within_count(by_level: dict, tolerance: float) -> tuple[int, int, int]:
     return models, files, passed
 
 
+def failed_words(n: int) -> str:
+    return f"{n} fails and is not shipped" if n == 1 else f"{n} fail and are not shipped"
+
+
 def int8_section(inp, d, figs, cfg) -> list[str]:
     lines = ["## Full int8 or float32, level by level", ""]
     fp32, int8 = _kinds()
@@ -106,5 +110,5 @@ def int8_section(inp, d, figs, cfg) -> list[str]:
     models, files, passed = within_count(by_level, cfg.tolerance)
     lines.append(f"Of the {models} stored models within {cfg.tolerance:g} point of their dense model (reference "
                  f"accuracy), {files} have a full-int8 file and {passed} of those pass verification"
-                 + ("." if passed == files else f"; {files - passed} fail and are not shipped."))
+                 + ("." if passed == files else f"; {failed_words(files - passed)}."))
     return lines + [""]

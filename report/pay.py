@@ -155,7 +155,7 @@ def pruning_pays(inp, d, figs, cfg) -> list[str]:
     dense_acc = analysis.dense_accuracy_by_framework(rows)
     tol = cfg.tolerance
     lines += [f"The MLP; batch 1, 1 thread, host; only files that passed verification; accuracy is each file's "
-              f"own on the 10,000 test images and must stay within {tol:g} point of the framework's dense model.",
+              f"own on the 10,000 test images and must stay within {tol:g} point of the same model's dense (k00) file.",
               "", "**Pruning pays on its own:** weight- or block-pruned files against the dense file of the same "
               f"precision on the same engine. Two readings: the fastest file at the level ({int8_head_start(rows)}), "
               "and the file with the largest speedup over its own precision.", ""]

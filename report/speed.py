@@ -53,15 +53,22 @@ def recommendations(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
     lines = [f"## What to ship: per runtime, within {cfg.tolerance:g} point of dense", ""]
     if not d.sel:
         return lines + missing(f"benchmark results at {cfg.where}", "make bench")
-    for net in NETS:
-        folders = set(inp.of_network(net))
-        rows = [r for r in d.sel if r["framework"] in folders]
-        if rows:
-            lines += [f"**{net.upper()}**", ""] + recommendation_table(rows, cfg.tolerance)
+    lines += per_network(inp, d.sel, cfg.tolerance)
     dense = analysis.dense_accuracy_by_framework(d.sel)
     lines += ["Dense reference accuracy: " + ", ".join(f"{fw} {pct(a)}" for fw, a in sorted(dense.items()))
               + "; each artifact is compared with the dense (k00) model of its own folder (network and framework). "
               + f"Latency is p50 at {cfg.where}, on the host.", ""]
+    return lines
+
+
+def per_network(inp: Inputs, rows, tolerance: float) -> list[str]:
+    """One recommendation table per network (a file ships as one network or the other)."""
+    lines = []
+    for net in NETS:
+        folders = set(inp.of_network(net))
+        mine = [r for r in rows if r["framework"] in folders]
+        if mine:
+            lines += [f"**{net.upper()}**", ""] + recommendation_table(mine, tolerance)
     return lines
 
 
@@ -175,5 +182,5 @@ def device(inp: Inputs, d: Derived, figs, cfg) -> list[str]:
     on_device = analysis.ok_rows(inp.device, source=None)
     if on_device:
         lines += ["On the device, per runtime (batch 1, 1 thread):", ""]
-        lines += recommendation_table(on_device, cfg.tolerance)
+        lines += per_network(inp, on_device, cfg.tolerance)
     return lines
