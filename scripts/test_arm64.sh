@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # make test-arm64: run the deploy bundles on an emulated aarch64 Debian bookworm (qemu-user 10,
-# QEMU_CPU=cortex-a72 like a Raspberry Pi 4) and check they give the same classes as on this host.
+# QEMU_CPU=cortex-a72 like a Raspberry Pi 4; NCNN bundles on cortex-a76 like a Pi 5, see below)
+# and check they give the same classes and logits as on this host.
 #
-# For each format (onnx, tflite): build the bundle (python -m bundle), pip install its
+# For each format (onnx, tflite, ncnn): build the bundle (python -m bundle), pip install its
 # requirements.txt in the arm64 userland, classify N real test images there and here with the
-# bundle's own predict.py, require identical classes, run a short bench_device.py, and write
-# artifacts/arm64/result.json. Emulated latency is a FUNCTIONAL CHECK ONLY, not Pi speed.
+# bundle's own predict.py, require identical classes and logits within the bundle's self-test
+# tolerance, run a short bench_device.py, and write artifacts/arm64/result.json.
+# Emulated latency is a FUNCTIONAL CHECK ONLY, not Pi speed. ncnn computes in fp16 by default on
+# ARMv8.2 cores (the A76 has fp16 arithmetic), which the bundle's runner turns off: NCNN bundles
+# run on ARM64_FP16_CPU so this check would see it if it did not.
 #
 # Environment (all optional):
 #   ARM64_CACHE=/var/cache/prunedge-arm64  userland + qemu cache, reused when present
-#   ARM64_FORMATS="onnx tflite"            bundles to build and check
+#   ARM64_FORMATS="onnx tflite ncnn"       bundles to build and check
+#   ARM64_FP16_CPU=cortex-a76              the emulated core of NCNN bundles
 #   ARM64_BUNDLES="dir dir"                check these bundle directories instead of building
 #   ARM64_BUNDLE_ARGS="--model DIR ..."    extra arguments for python -m bundle (a CNN k-dir works too:
 #                                          images.npy is uint8 [n, 28, 28], which MLP and CNN bundles take)
@@ -25,9 +30,11 @@ REPO=$(pwd)
 PY=${PY:-$REPO/.venv/bin/python}
 OUT=$(realpath -m "${ARM64_OUT:-artifacts/arm64}")
 N=${ARM64_N:-1000}
-FORMATS=${ARM64_FORMATS:-onnx tflite}
+FORMATS=${ARM64_FORMATS:-onnx tflite ncnn}
+FP16_CPU=${ARM64_FP16_CPU:-cortex-a76}
+FP16_RUNNERS="ncnn"  # runtimes that pick fp16 by default where the core has it
 
-if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
+if [ "${1:-}" = -h ] || [ "${1:-}" = --help ]; then sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0; fi
 [ $# -eq 0 ] || { echo "error: $1: no arguments expected (configure with ARM64_* variables, see --help)" >&2; exit 2; }
 
 # shellcheck source=scripts/arm64_env.sh
@@ -110,6 +117,11 @@ for b in "${BUNDLES[@]}"; do
   [ -f "$b/manifest.json" ] && [ -f "$b/predict.py" ] || die "$b: not a bundle directory"
   name=$(basename "$b")
   mkdir -p "$OUT/$name"
+  runner=$("$PY" -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"]["runner"])' "$b/manifest.json") \
+    || die "$b/manifest.json: unreadable"
+  cpu=$ARM64_QEMU_CPU
+  if [[ " $FP16_RUNNERS " == *" $runner "* ]]; then cpu=$FP16_CPU; fi
+  echo "$cpu" > "$OUT/$name/arm64_cpu"
   log "$name: predict on the host"
   timed "$name.host_predict" "$PY" "$b/predict.py" "$OUT/images.npy" --quiet \
     --out "$OUT/$name/host_preds.npy" --logits "$OUT/$name/host_logits.npy" || die "$name: predict.py failed on the host"
@@ -128,10 +140,11 @@ cp "$OUT/images.npy" "$OUT/labels.npy" "$ROOTFS/work/"
 
 # One bundle's install + classification + self-test; bundles run in parallel (2 cores, and
 # each emulated process is mostly single-threaded), benches run afterwards one at a time.
-check_bundle() {
+check_bundle() {  # runs in its own subshell: the core it sets is its own
   local b=$1 name venv
   name=$(basename "$b")
-  log "$name: pip install -r requirements.txt (arm64)"
+  ARM64_QEMU_CPU=$(cat "$OUT/$name/arm64_cpu")
+  log "$name: pip install -r requirements.txt (arm64, QEMU_CPU=$ARM64_QEMU_CPU)"
   venv=$(timed "$name.pip" arm64_venv "$b/requirements.txt") || { log "$name: pip install FAILED"; return 1; }
   echo "$venv" > "$OUT/$name/arm64_venv"
   log "$name: predict $N images (arm64, 1 thread)"
@@ -164,8 +177,9 @@ for b in "${BUNDLES[@]}"; do
   name=$(basename "$b")
   [ -f "$OUT/$name/arm64_venv" ] || continue
   venv=$(cat "$OUT/$name/arm64_venv")
+  cpu=$(cat "$OUT/$name/arm64_cpu")
   log "$name: short bench_device.py (arm64, emulated)"
-  if timed "$name.arm64_bench" in_arm64 "$venv/bin/python" "/work/$name/bench_device.py" \
+  if ARM64_QEMU_CPU=$cpu timed "$name.arm64_bench" in_arm64 "$venv/bin/python" "/work/$name/bench_device.py" \
        --out "/work/$name-device.csv" --warmup 3 --reps 50 --max-seconds 2 > "$OUT/$name/arm64_bench.txt" 2>&1; then
     cp "$ROOTFS/work/$name-device.csv" "$OUT/$name/device_results.csv"
     cp "$ROOTFS/work/$name-device.json" "$OUT/$name/device_results.json"
@@ -204,15 +218,18 @@ for b in bundles:
     entry = {"format": m["model"]["format"], "variant": m["model"]["variant"], "artifact": m["model"]["artifact"],
              "input": {k: m["input"][k] for k in ("layout", "sample_shape")}, "requirements": m["requirements"]}
     d = out / name
+    entry["qemu_cpu"] = (d / "arm64_cpu").read_text().strip()
     if (d / "arm64_preds.npy").is_file():
         host, arm = np.load(d / "host_preds.npy"), np.load(d / "arm64_preds.npy")
         hl, al = np.load(d / "host_logits.npy"), np.load(d / "arm64_logits.npy")
         same = host.shape == arm.shape and bool((host == arm).all())
+        diff = float(np.abs(hl - al).max()) if hl.shape == al.shape else None
+        tol = m["selftest"]["tolerance"] if m["selftest"] else 0.0  # what the bundle allows itself on a device
         entry.update(classes_equal=same, n_differ=int((host != arm).sum()) if host.shape == arm.shape else None,
-                     max_abs_logit_diff=float(np.abs(hl - al).max()) if hl.shape == al.shape else None,
+                     max_abs_logit_diff=diff, logit_tolerance=tol, logits_close=diff is not None and diff <= tol,
                      accuracy_host=float((host == labels).mean()), accuracy_arm64=float((arm == labels).mean()),
                      selftest=(d / "arm64_selftest.txt").read_text().strip().splitlines()[-1:])
-        ok &= same
+        ok &= same and entry["logits_close"]
     else:
         entry["classes_equal"] = False
         ok = False
@@ -228,8 +245,9 @@ write_json(out / "result.json", result)
 for name, e in result["bundles"].items():
     lat = ", ".join(f"{r['threads']}t p50 {float(r['p50_us']):.0f}us" for r in e.get("emulated_latency_us", [])
                     if r["status"] == "ok")
-    print(f"{name}: classes equal {e.get('classes_equal')} ({e.get('n_differ')} differ, max |logit diff| "
-          f"{e.get('max_abs_logit_diff')}), accuracy arm64 {e.get('accuracy_arm64')}; emulated latency: {lat}")
+    print(f"{name} ({e['qemu_cpu']}): classes equal {e.get('classes_equal')} ({e.get('n_differ')} differ, max |logit "
+          f"diff| {e.get('max_abs_logit_diff')} <= {e.get('logit_tolerance')}: {e.get('logits_close')}), accuracy "
+          f"arm64 {e.get('accuracy_arm64')}; emulated latency: {lat}")
 print("timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
 print(f"wrote {out / 'result.json'}: {'PASSED' if ok else 'FAILED'}")
 sys.exit(0 if ok else 1)
