@@ -165,13 +165,16 @@ def cmd_run(args) -> int:
 
     if args.data and not args.model:
         raise fail("--data", "only used with --model (the labeled set of an imported network)")
-    root = cli.output_dir("--root", args.root)
-    export_root = root / "export"
     jobs, formats = _jobs(args.jobs), [f.name for f in select(args.formats)]
     methods, levels = cli.parse_methods(args.methods), cli.parse_levels(args.levels)
     start = time.perf_counter()
     if args.arch and not args.model:
         raise fail("--arch", "only used with --model (a state_dict's architecture or a TorchScript CNN's input size)")
+    if not args.model:
+        cli.parse_frameworks(args.frameworks)
+        if args.epochs is not None:
+            cli.positive_int("--epochs", args.epochs)
+    export_root = cli.output_dir("--root", args.root) / "export"  # after the options: a refusal leaves nothing
     trained = sources(args)
     if methods is None:  # the defaults of the network kind that was trained or imported
         from pipeline.model_io import load

@@ -25,11 +25,11 @@ def _train_config(args):
 
 def cmd_train(args) -> int:
     from pipeline.stages import train_stage
-    cli.output_dir("--root", args.root)
-    for framework in cli.parse_frameworks(args.frameworks):
-        for seed in _seeds(args):
-            path = train_stage(framework, seed=seed, data_dir=args.data_dir,
-                               config=_train_config(args), root=args.root)
+    frameworks, seeds, config = cli.parse_frameworks(args.frameworks), list(_seeds(args)), _train_config(args)
+    cli.output_dir("--root", args.root)  # after every option is checked: a refused command leaves nothing
+    for framework in frameworks:
+        for seed in seeds:
+            path = train_stage(framework, seed=seed, data_dir=args.data_dir, config=config, root=args.root)
             print(f"{framework} seed {seed}: {path}")
     return 0
 
@@ -40,9 +40,10 @@ def cmd_prune(args) -> int:
     from pipeline.stages import model_name, train_dir
     methods = cli.parse_methods(args.methods)
     levels = cli.parse_levels(args.levels)
+    frameworks, seeds = cli.parse_frameworks(args.frameworks), list(_seeds(args))
     cli.output_dir("--root", args.root)
-    for framework in cli.parse_frameworks(args.frameworks):
-        for seed in _seeds(args):
+    for framework in frameworks:
+        for seed in seeds:
             trained = train_dir(framework, seed, args.root, args.net) / "model.npz"
             if not trained.is_file():
                 raise fail(trained, "trained model not found (run `make train` first)")
