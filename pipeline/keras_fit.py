@@ -97,6 +97,7 @@ def _fit(data, *, config, seed, init, masked, progress, remask, lr_at) -> tuple[
                                       weight_decay=config.weight_decay or None)
     optimizer.build(variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    train_loss = _train_loss(config, data.n_classes)
     signature = [tf.TensorSpec([None, data.x_train.shape[1]], tf.float32), tf.TensorSpec([None], tf.int64)]
     rng = np.random.default_rng(seed + 1)  # augmentation draws, apart from the batch order
 
@@ -104,7 +105,7 @@ def _fit(data, *, config, seed, init, masked, progress, remask, lr_at) -> tuple[
     def train_step(x, y):
         with tf.GradientTape() as tape:
             logits = net(x, training=True)
-            loss = loss_fn(y, logits)
+            loss = train_loss(y, logits)
         grads = tape.gradient(loss, variables)
         grads = [g if m is None else g * m for g, m in zip(grads, masks)]
         optimizer.apply_gradients(zip(grads, variables))
@@ -143,3 +144,14 @@ def _fit(data, *, config, seed, init, masked, progress, remask, lr_at) -> tuple[
     curves = run_epochs(FRAMEWORK, data, config=config, seed=seed, step=step,
                         evaluate=evaluate, set_lr=set_lr, progress=progress)
     return from_keras(net, template=init), curves
+
+
+def _train_loss(config: "TrainConfig", n_classes: int):
+    """Cross-entropy of the logits; with label smoothing on one-hot targets (torch's definition:
+    the smoothed mass spread over all classes, the true one included)."""
+    import tensorflow as tf
+    keras = _keras()
+    if not config.label_smoothing:
+        return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    smoothed = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
+    return lambda y, logits: smoothed(tf.one_hot(y, n_classes), logits)

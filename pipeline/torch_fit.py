@@ -77,7 +77,7 @@ def fit(data: "Dataset", *, config: "TrainConfig", seed: int, init: Model | None
             param.register_hook(lambda grad, mask=mask: grad * mask)
         optimizer = torch.optim.Adam(net.parameters(), lr=config.lr, eps=config.adam_eps,
                                      weight_decay=config.weight_decay)
-        loss_fn = torch.nn.CrossEntropyLoss()
+        loss_fn = torch.nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
         rng = np.random.default_rng(seed + 1)  # augmentation draws, apart from the batch order
 
         steps = itertools.count()
