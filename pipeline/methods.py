@@ -42,7 +42,7 @@ class Method:
     family: str  # report grouping: "unstructured" | "block" | "structured" | "lowrank"
     timed_by: tuple[str, ...]  # bench runtimes that time its model.npz
     networks: frozenset  # "mlp" and/or "cnn"
-    defaults: tuple[str, ...]  # tunings `make export` runs, e.g. ("", "-gp")
+    defaults: dict  # network -> tunings `make export` runs, e.g. {"mlp": ("", "-gp")}
     summary: str
 
     @property
@@ -51,30 +51,34 @@ class Method:
         return self.physical == "csr"
 
 
+# On the CNN only filter pruning runs gradually by default: its epoch costs ~95 s on 2 cores, and
+# filter pruning is what needs retraining to pay (weight/block one-shot feed the sparse-kernel check).
+ONE_SHOT_ON_CNN = {"mlp": ("", "-gp"), "cnn": ("",)}
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method(name="weight", prune=_prune.weight_prune, physical="csr", tunable=True, gradual=True,
-           family="unstructured", timed_by=CSR_RUNTIMES, networks=NETWORKS, defaults=("", "-gp"),
+           family="unstructured", timed_by=CSR_RUNTIMES, networks=NETWORKS, defaults=ONE_SHOT_ON_CNN,
            summary="the k% smallest-|w| weights of each layer"),
     Method(name="unit", prune=_prune.unit_prune, physical="shrunk", tunable=True, gradual=True,
-           family="structured", timed_by=NPZ_RUNTIMES, networks=NETWORKS, defaults=("", "-gp"),
+           family="structured", timed_by=NPZ_RUNTIMES, networks=NETWORKS, defaults={"mlp": ("", "-gp"), "cnn": ("", "-gp")},
            summary="the k% units / filters with the smallest L2 norm (coupled channels together)"),
     Method(name="block", prune=_block.block_prune, physical="csr", tunable=True, gradual=True,
-           family="block", timed_by=CSR_RUNTIMES, networks=NETWORKS, defaults=("", "-gp"),
+           family="block", timed_by=CSR_RUNTIMES, networks=NETWORKS, defaults=ONE_SHOT_ON_CNN,
            summary="1x4 blocks of consecutive inputs (LiteRT's fp32 sparse kernel)"),
     Method(name="block16", prune=partial(_block.block_prune, size=16), physical="csr", tunable=True,
            gradual=True, family="block", timed_by=CSR_RUNTIMES, networks=frozenset({"mlp"}),
-           defaults=("", "-gp"), summary="1x16 blocks (LiteRT's int8 sparse kernel)"),
+           defaults={"mlp": ("", "-gp")}, summary="1x16 blocks (LiteRT's int8 sparse kernel)"),
     Method(name="block-l1", prune=partial(_block.block_prune, norm="l1"), physical="csr", tunable=True,
-           gradual=True, family="block", timed_by=CSR_RUNTIMES, networks=frozenset({"mlp"}), defaults=(),
+           gradual=True, family="block", timed_by=CSR_RUNTIMES, networks=frozenset({"mlp"}), defaults={},
            summary="1x4 blocks ranked by L1 norm"),
     Method(name="nm", prune=_block.nm_prune, physical="csr", tunable=True, gradual=False, family="block",
-           timed_by=CSR_RUNTIMES, networks=frozenset({"mlp"}), defaults=(),
+           timed_by=CSR_RUNTIMES, networks=frozenset({"mlp"}), defaults={},
            summary="N:M groups of 4 inputs (k=50: 2:4)"),
     Method(name="balanced", prune=_block.balanced_prune, physical="csr", tunable=True, gradual=True,
-           family="unstructured", timed_by=CSR_RUNTIMES, networks=frozenset({"mlp"}), defaults=(),
+           family="unstructured", timed_by=CSR_RUNTIMES, networks=frozenset({"mlp"}), defaults={},
            summary="the same number of inputs removed from every unit"),
     Method(name="lowrank", prune=_lowrank.lowrank, physical="dense", tunable=True, gradual=False,
-           family="lowrank", timed_by=NPZ_RUNTIMES, networks=frozenset({"mlp"}), defaults=("",),
+           family="lowrank", timed_by=NPZ_RUNTIMES, networks=frozenset({"mlp"}), defaults={"mlp": ("",)},
            summary="each layer W ~ U V with the rank that removes k% of its weights"),
 )}
 
@@ -106,7 +110,7 @@ def base_name(name: str) -> str:
 def defaults(network: str = "mlp") -> tuple[str, ...]:
     """The method names `make export` runs for a network kind, one-shot ones first."""
     rows = [m for m in METHODS.values() if network in m.networks]
-    return tuple(m.name + t for t in TUNINGS for m in rows if t in m.defaults)
+    return tuple(m.name + t for t in TUNINGS for m in rows if t in m.defaults.get(network, ()))
 
 
 def prune(model: Model, name: str, sparsity, *, include_output: bool = False) -> Model:

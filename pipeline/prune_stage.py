@@ -120,7 +120,7 @@ def _plan_method(base_bytes: bytes, trained_sha: str, method: str, levels, commo
 
 def prune_stage(trained_npz: Path, *, framework: str, methods=("weight", "unit"), levels=LEVELS,
                 out_root: Path = ARTIFACTS / "export", include_output: bool = False,
-                dataset=None, ft_epochs: int = finetune.EPOCHS, executor=None) -> list[Path]:
+                dataset=None, ft_epochs: float | None = None, executor=None) -> list[Path]:
     """Prune one trained model (its folder name `framework`: torch, cnn-tf, an imported name) at every
     level with every method; write the physical form (and, for -gp, the masked model). `dataset` (a
     Dataset or a zero-argument loader, default Fashion-MNIST) is only read when something fine-tunes."""
@@ -129,6 +129,8 @@ def prune_stage(trained_npz: Path, *, framework: str, methods=("weight", "unit")
     base_bytes = trained_npz.read_bytes()
     base = model_io.load(trained_npz)
     trained_in = base.meta.get("framework")
+    if ft_epochs is None:  # the network's fine-tuning budget per level
+        ft_epochs = finetune.EPOCHS_BY_NET["mlp" if base.is_mlp else "cnn"]
     common = {"include_output": include_output, "ft_epochs": ft_epochs, "seed": int(base.meta.get("seed", 0)),
               "framework": trained_in if trained_in in ("torch", "tf") else "torch"}  # imported: torch
     jobs = [(m, k) for m in methods for k in method_levels(m, levels)]

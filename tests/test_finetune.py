@@ -72,7 +72,7 @@ def test_bad_options(data):
     model = random_model([784, 8, 10], seed=0)
     with pytest.raises(PrunedgeError, match="framework: unknown 'mxnet'"):
         fine_tune(model, data, framework="mxnet", seed=0)
-    with pytest.raises(PrunedgeError, match="epochs: must be an integer >= 1"):
+    with pytest.raises(PrunedgeError, match="epochs: must be a number > 0"):
         fine_tune(model, data, framework="torch", seed=0, epochs=0)
 
 
@@ -114,3 +114,18 @@ def test_gradual_unit_level_keeps_whole_units(trained, data):
     tuned = prune_gradually(model.with_layers(model.layers, sparsity=0.0), data, method="unit", target=50,
                             framework=framework, seed=0, schedule=Schedule(frequency=4), progress=False)  # 1.5 epochs: 2 passes over 75%
     assert shrink(tuned).widths == shrink(prune(model, "unit", 50)).widths
+
+
+def test_a_fractional_budget_trains_a_seeded_share_and_keeps_the_mask(trained, data):
+    """Half an epoch (the CNN's budget per level) is one pass over a seeded half of the images:
+    the pattern stays, the result repeats, and it differs from a full epoch's."""
+    framework, model = trained
+    pruned = prune(model, "weight", 80)
+    half = fine_tune(pruned, data, framework=framework, seed=1, epochs=0.5, progress=False)
+    again = fine_tune(pruned, data, framework=framework, seed=1, epochs=0.5, progress=False)
+    full = fine_tune(pruned, data, framework=framework, seed=1, epochs=1, progress=False)
+    assert len(half.meta["finetune"]["val_acc"]) == 1 and half.meta["finetune"]["epochs"] == 0.5
+    for p, h, a, f in zip(pruned.layers, half.layers, again.layers, full.layers):
+        assert not np.any(h.weight[p.weight == 0])
+        np.testing.assert_array_equal(h.weight, a.weight)
+    assert any(not np.array_equal(h.weight, f.weight) for h, f in zip(half.layers, full.layers))

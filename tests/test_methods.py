@@ -17,10 +17,12 @@ def test_every_row_is_complete(name):
         assert f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING, f.name
     assert callable(row.prune) and row.physical in methods.PHYSICAL and row.family in FAMILIES
     assert row.networks and row.networks <= methods.NETWORKS
-    assert set(row.defaults) <= set(methods.TUNINGS) and row.summary
+    assert set(row.defaults) <= row.networks and row.summary  # network -> tunings make export runs
+    tunings = {t for ts in row.defaults.values() for t in ts}
+    assert tunings <= set(methods.TUNINGS)
     assert set(methods.NPZ_RUNTIMES) <= set(row.timed_by)
     assert ("scipy-csr" in row.timed_by) == (row.physical == "csr")  # every CSR model is timed as CSR
-    assert not ("-gp" in row.defaults and not row.gradual)
+    assert not ("-gp" in tunings and not row.gradual)
 
 
 def test_the_runtimes_rows_name_exist():
@@ -43,3 +45,9 @@ def test_defaults_are_what_make_export_runs():
     assert methods.defaults("mlp") == ("weight", "unit", "block", "block16", "lowrank",
                                        "weight-gp", "unit-gp", "block-gp", "block16-gp")
     assert all("cnn" in methods.METHODS[methods.base_name(m)].networks for m in methods.defaults("cnn"))
+
+
+def test_defaults_per_network():
+    assert methods.defaults("mlp") == ("weight", "unit", "block", "block16", "lowrank", "weight-gp", "unit-gp",
+                                       "block-gp", "block16-gp")
+    assert methods.defaults("cnn") == ("weight", "unit", "block", "unit-gp")
