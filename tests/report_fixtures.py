@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+import pytest
+
 from report.seeds import write_seeds_csv
 from pipeline.fileio import write_json
 from pipeline.model import random_model
@@ -198,3 +200,17 @@ def make_root(root: Path, *, seeds: int = 2, with_results: bool = True, nets=("m
                                                             "versions": {"tensorflow-model-optimization": "0.8.1"},
                                                             **run} for run in PEER_RUNS]})
     return root
+
+
+@pytest.fixture(scope="module")
+def loaded(tmp_path_factory):
+    """(inputs, derived, config) of a report over make_root's tree, plots off."""
+    from report.build import ReportConfig
+    from report.inputs import derive, load_inputs
+    root = make_root(tmp_path_factory.mktemp("artifacts"))
+    inp = load_inputs(root)
+    return inp, derive(inp), ReportConfig(root=root, plots=False)
+
+
+def text_of(lines) -> str:
+    return "\n".join(lines)

@@ -14,18 +14,7 @@ from report.__main__ import main as report_main
 from pipeline.data import write_idx_gz
 from pipeline.model_io import save
 from pipeline.nets import cnn as build_cnn
-from report_fixtures import CNN_SPEC, make_root
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    root = make_root(tmp_path_factory.mktemp("artifacts"))
-    inp = load_inputs(root)
-    return inp, derive(inp), ReportConfig(root=root, plots=False)
-
-
-def text_of(lines) -> str:
-    return "\n".join(lines)
+from report_fixtures import CNN_SPEC, loaded, make_root, text_of  # noqa: F401 (loaded: a fixture)
 
 
 def test_rows_are_grouped_by_model_folder_not_training_framework(loaded):

@@ -14,18 +14,7 @@ from report import analysis, facts, int8, pay, peer, speed
 from report.build import ReportConfig
 from report.inputs import derive, load_inputs
 from report.markdown import anchor, contents
-from report_fixtures import PEER_RUNS, make_root, result_rows, write_results_csv
-
-
-@pytest.fixture(scope="module")
-def loaded(tmp_path_factory):
-    root = make_root(tmp_path_factory.mktemp("artifacts"))
-    inp = load_inputs(root)
-    return inp, derive(inp), ReportConfig(root=root, plots=False)
-
-
-def text_of(lines) -> str:
-    return "\n".join(lines)
+from report_fixtures import PEER_RUNS, loaded, make_root, result_rows, text_of, write_results_csv  # noqa: F401 (loaded: a fixture)
 
 
 # ---------------------------------------------------------------- facts come from the tables
