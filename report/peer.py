@@ -1,13 +1,13 @@
 """Report section: our gradual (-gp) chains against the peer, TensorFlow Model Optimization's
 prune_low_magnitude with PolynomialDecay, one single-target run per level from the same trained model.
 
-The peer's numbers come from `<root>/peer/tfmot.json`, written by `python -m bench.experiments.tfmot_peer`:
+The peer's numbers come from `<root>/peer/tfmot.json`, written by `scripts/peer_tfmot.py` (own venv: tfmot needs Keras 2):
     {"runs": [{"framework": "tf", "sparsity": 97.0, "epochs": 16, "accuracy": 0.896,
                "dense_accuracy": 0.8994, "versions": {...}}, ...], ...}
 Optional per run: "model" (the model folder, default the framework), "method" (the prunedge method
 it matches, default "weight": magnitude pruning of single weights), "seed". Accuracy as a fraction
 or in percent. Ours: each -gp level's numpy-reference accuracy from the manifest, and the epochs
-the chain trained to reach it (pipeline.gradual.plan over the chain's levels).
+the chain trained to reach it (pipeline.finetune's budget per level, summed over the chain's levels).
 """
 from __future__ import annotations
 
@@ -19,9 +19,10 @@ from report import analysis
 from report.inputs import as_percent, manifest_accuracy
 from report.markdown import level, missing, pct, signed, table
 from pipeline.errors import fail
+from pipeline.finetune import EPOCHS_BY_NET
 
 PEER = Path("peer") / "tfmot.json"  # under the artifacts root
-COMMAND = "python -m bench.experiments.tfmot_peer"
+COMMAND = "scripts/peer_tfmot.py (see its docstring)"
 SAME_BUDGET = 1.0  # epochs: a peer run this close to the chain's cumulative epochs had the same budget
 EVEN = 0.1  # points: closer than this (10 test images) is called even, below single-run seed noise
 REQUIRED = {"framework": str, "sparsity": (int, float), "epochs": (int, float), "accuracy": (int, float)}
@@ -48,10 +49,11 @@ def read_peer(path: Path) -> dict:
     return {**doc, "runs": runs}
 
 
-def chain_epochs(levels) -> dict[float, float]:
-    """Level -> epochs a gradual chain through `levels` has trained when it reaches that level."""
-    from pipeline.gradual import plan
-    return {row["target"]: row["cumulative_epochs"] for row in plan(levels)}
+def chain_epochs(levels, per_level: float) -> dict[float, float]:
+    """Level -> epochs a gradual chain through `levels` has trained when it reaches that level
+    (every level above 0 fine-tunes `per_level` epochs)."""
+    nonzero = sorted(float(k) for k in levels if float(k) > 0)
+    return {**{float(k): 0.0 for k in levels if float(k) == 0}, **{k: per_level * (i + 1) for i, k in enumerate(nonzero)}}
 
 
 def comparison_rows(peer: dict, curves: dict) -> list[dict]:
@@ -62,7 +64,7 @@ def comparison_rows(peer: dict, curves: dict) -> list[dict]:
         points = curves.get((model, method), [])
         ours = {p.sparsity: p.mean for p in points}
         dense = analysis.dense_point(points)
-        epochs = chain_epochs(sorted(ours)) if ours else {}
+        epochs = chain_epochs(sorted(ours), EPOCHS_BY_NET["cnn" if model.startswith("cnn-") else "mlp"]) if ours else {}
         k = float(run["sparsity"])
         out.append({"model": model, "method": method, "sparsity": k, "peer": run["accuracy"],
                     "peer_epochs": float(run["epochs"]), "peer_dense": run.get("dense_accuracy"),
