@@ -96,7 +96,7 @@ def run(target_name: str, examples: int) -> dict:
                    st.tuples(st.just("overwrite"), st.integers(0, 96), st.binary(min_size=1, max_size=8)),
                    st.tuples(st.just("insert"), st.floats(0, 1), st.binary(min_size=1, max_size=16)),
                    st.tuples(st.just("delete"), st.floats(0, 1), st.integers(1, 64)))
-    errors = (PrunedgeError,)
+    errors = (PrunedgeError, *target.errors())
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=True,
               suppress_health_check=list(HealthCheck))

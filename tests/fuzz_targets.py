@@ -8,10 +8,12 @@ Run by tests/fuzz_runner.py in a child process with an address-space limit (RLIM
 """
 from __future__ import annotations
 
+import functools
 import gzip
 import importlib.util
 import json
 import struct
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -31,6 +33,7 @@ class Target:
     load: Callable[[Path], object]
     json: bool = False  # mutate as JSON structure too
     heavy: bool = False  # imports TensorFlow/torch: a larger address-space limit
+    errors: Callable[[], tuple] = tuple  # exception types besides PrunedgeError that are the one-line error
 
 
 # ---------------------------------------------------------------- seeds
@@ -117,11 +120,28 @@ def _results_seed(d: Path) -> Path:
     return d / "results.json"
 
 
+def _bundle_seed(d: Path) -> Path:
+    """An ONNX MLP bundle; the fuzzer mutates its manifest.json."""
+    from bundle.build import make_bundle
+    from export import formats as F
+    from pipeline.model import random_model
+    from pipeline.model_io import save
+    kdir = d / "export" / "torch" / "dense" / "k00"
+    kdir.mkdir(parents=True)
+    model = random_model([784, 16, 10], seed=0, method="dense", sparsity=0.0, physical="dense")
+    model = model.with_layers(model.layers, framework="torch")
+    save(model, kdir / "model.npz")
+    F.FORMATS["onnx"].export(model, kdir / F.FORMATS["onnx"].suffix, F.ExportOptions())
+    return make_bundle(kdir, fmt="onnx", out_root=d / "bundles", export_root=d / "export", bench_root=d / "nb")
+
+
 # ---------------------------------------------------------------- loaders
 
+@functools.lru_cache(maxsize=1)
 def _predict():
     spec = importlib.util.spec_from_file_location("fuzz_predict", REPO / "bundle_template" / "predict.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
 
@@ -154,6 +174,15 @@ def _import(path: Path):
     return import_model(path, arch="16-8-3:relu" if path.name == "state.pt" else None)
 
 
+def _load_bundle(path: Path):
+    """What predict.py and bench_device.py do first: the manifest's schema, then every file's hash."""
+    return _predict().Bundle(path)
+
+
+def _bundle_errors() -> tuple:
+    return (_predict().BundleError,)
+
+
 def _load_results(path: Path):
     from report.inputs import read_results
     return read_results(path)
@@ -166,6 +195,7 @@ TARGETS = {t.name: t for t in (
     Target(name="cnn-npz", seed=_cnn_seed, load=_load_model),
     Target(name="export-manifest", seed=_manifest_seed, load=_load_manifest, json=True),
     Target(name="bench-results", seed=_results_seed, load=_load_results, json=True),
+    Target(name="bundle-manifest", seed=_bundle_seed, load=_load_bundle, json=True, heavy=True, errors=_bundle_errors),
     Target(name="onnx", seed=_onnx_seed, load=_import, heavy=True),
     Target(name="tflite", seed=_tflite_seed, load=_import, heavy=True),
     Target(name="keras", seed=_keras_seed, load=_import, heavy=True),
