@@ -128,9 +128,11 @@ def run(args) -> int:
     except BenchFailure as e:
         print(f"error: --strict: {' '.join(str(e).split())}", file=sys.stderr)
         return 1
-    if args.append:
-        results = merge_earlier(results, config.out)
-    csv_path, json_path = write_results(results, config.out)
+    from pipeline.fileio import locked
+    with locked(Path(config.out) / "results.json"):  # another `--append` may be merging its rows right now
+        if args.append:
+            results = merge_earlier(results, config.out)
+        csv_path, json_path = write_results(results, config.out)
     rows = results["rows"]
     failed = sum(r["status"] != "ok" for r in rows)
     print(f"{len(rows)} rows ({failed} failed) in {results['elapsed_s']:.0f} s -> {csv_path}, {json_path}")

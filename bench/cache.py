@@ -81,7 +81,11 @@ class Store:
         (`current`: resolved path -> sha256 of the files identified in this run)."""
         if self.path is None:
             return
-        records = {k: v for k, v in self.records.items() if Path(v["file"]).exists()
-                   and current.get(v["file"], k.split("|")[1]) == k.split("|")[1]}
-        files = {p: v for p, v in self.files.items() if Path(p).exists()}
-        write_json(self.path, {"schema": SCHEMA, "files": files, "records": records})
+        from pipeline.fileio import locked
+        with locked(self.path):  # a bench run into the same place may have saved its records meanwhile
+            disk = self._read()
+            merged = {**disk.get("records", {}), **self.records}
+            records = {k: v for k, v in merged.items() if Path(v["file"]).exists()
+                       and current.get(v["file"], k.split("|")[1]) == k.split("|")[1]}
+            files = {p: v for p, v in {**disk.get("files", {}), **self.files}.items() if Path(p).exists()}
+            write_json(self.path, {"schema": SCHEMA, "files": files, "records": records})

@@ -40,3 +40,29 @@ def test_concurrent_exports_keep_every_manifest_entry(tmp_path):
                 for name in ("model.npz", "model.onnx")}
         assert want <= files, f"round {round_}: lost {sorted(want - files)[:5]}"
         assert check_manifest(root / "export") == []
+
+
+@pytest.mark.slow
+def test_concurrent_bench_appends_keep_every_row(tmp_path):
+    """Four `bench run --append`s (one method each) into one results file at once, three rounds:
+    every method's rows are there after each round (the merge holds the results file's lock)."""
+    np.savez(tmp_path / "data.npz", x=real_test_slice(300), y=(np.arange(300) % 10).astype(np.int64))
+    model = onnx_format.export_dense(random_model([784, 32, 16, 10], seed=2), tmp_path / "net.onnx", ExportOptions())
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    root = tmp_path / "root"
+    subprocess.run([sys.executable, "-m", "export", "run", "--model", str(model), "--data", str(tmp_path / "data.npz"),
+                    "--methods", ",".join(METHODS), "--levels", "0,50", "--formats", "onnx", "--jobs", "1",
+                    "--root", str(root)], cwd=REPO, env=env, check=True, capture_output=True)
+    for round_ in range(ROUNDS):
+        out = tmp_path / f"bench{round_}"
+        procs = [subprocess.Popen([sys.executable, "-m", "bench", "run", "--root", str(root / "export"), "--out",
+                                   str(out), "--methods", method, "--runtimes", "numpy", "--threads", "1",
+                                   "--batch", "1", "--quick", "--levels", "0,50", "--append", "--no-progress"],
+                                  cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                 for method in METHODS]
+        for proc in procs:
+            assert proc.wait(timeout=600) == 0, proc.stderr.read()[-2000:]
+        import json
+        rows = json.loads((out / "results.json").read_text())["rows"]
+        assert {r["method"] for r in rows} == set(METHODS), f"round {round_}: lost rows"
+        assert {(r["method"], float(r["sparsity"])) for r in rows} >= {(m, k) for m in METHODS for k in (0.0, 50.0)}
