@@ -96,8 +96,7 @@ def _fit(data, *, config, seed, init, masked, progress, remask, lr_at) -> tuple[
     optimizer = keras.optimizers.Adam(learning_rate=config.lr, epsilon=config.adam_eps,
                                       weight_decay=config.weight_decay or None)
     optimizer.build(variables)
-    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    train_loss = _train_loss(config, data.n_classes)
+    loss_fn, train_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True), _train_loss(config, data)
     signature = [tf.TensorSpec([None, data.x_train.shape[1]], tf.float32), tf.TensorSpec([None], tf.int64)]
     rng = np.random.default_rng(seed + 1)  # augmentation draws, apart from the batch order
 
@@ -146,7 +145,7 @@ def _fit(data, *, config, seed, init, masked, progress, remask, lr_at) -> tuple[
     return from_keras(net, template=init), curves
 
 
-def _train_loss(config: "TrainConfig", n_classes: int):
+def _train_loss(config: "TrainConfig", data: "Dataset"):
     """Cross-entropy of the logits; with label smoothing on one-hot targets (torch's definition:
     the smoothed mass spread over all classes, the true one included)."""
     import tensorflow as tf
@@ -154,4 +153,4 @@ def _train_loss(config: "TrainConfig", n_classes: int):
     if not config.label_smoothing:
         return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     smoothed = keras.losses.CategoricalCrossentropy(from_logits=True, label_smoothing=config.label_smoothing)
-    return lambda y, logits: smoothed(tf.one_hot(y, n_classes), logits)
+    return lambda y, logits: smoothed(tf.one_hot(y, data.n_classes), logits)
