@@ -59,7 +59,7 @@ def fine_tune(model: Model, dataset: Dataset, *, framework: str, seed: int, epoc
                          "batch_size": batch_size, "val_acc": curves["val_acc"]}}
     if "physical" in meta:
         meta["physical"] = "dense"
-    return validate(Model(tuple(layers), meta))
+    return validate(Model(tuple(layers), meta, start.input_shape))
 
 
 def prune_gradually(source: Model, dataset: Dataset | None, *, method: str, target: float, framework: str, seed: int,

@@ -129,3 +129,21 @@ def test_a_fractional_budget_trains_a_seeded_share_and_keeps_the_mask(trained, d
         assert not np.any(h.weight[p.weight == 0])
         np.testing.assert_array_equal(h.weight, a.weight)
     assert any(not np.array_equal(h.weight, f.weight) for h, f in zip(half.layers, full.layers))
+
+
+@pytest.mark.parametrize("framework", ["torch", "tf"])
+def test_fine_tuning_a_cnn_keeps_its_input_shape_and_filters(framework):
+    """A filter-pruned CNN fine-tuned (as -ft and each -gp level do) is still a [28, 28, 1] CNN with
+    the same removed filters (the description once came back without its input shape)."""
+    from helpers import small_dataset
+    from pipeline.fold import fold_batchnorm
+    from pipeline.nets import Block, CnnSpec, cnn
+    model = fold_batchnorm(cnn(0, CnnSpec(stem=(4, 8), blocks=(Block(expand=8, out=8),))))
+    pruned = prune(model, "unit", 50)
+    tuned = fine_tune(pruned, small_dataset(n_train=512, n_val=128, n_test=128), framework=framework, seed=0,
+                      epochs=0.5, progress=False)
+    assert tuned.input_shape == (28, 28, 1)
+    for p, t in zip(pruned.layers, tuned.layers):
+        if hasattr(p, "weight"):
+            assert not np.any(np.asarray(t.weight)[np.asarray(p.weight) == 0])
+    assert tuned.forward(np.zeros((2, 28, 28, 1), np.float32)).shape == (2, 10)
