@@ -121,7 +121,7 @@ for b in "${BUNDLES[@]}"; do
     || die "$b/manifest.json: unreadable"
   cpu=$ARM64_QEMU_CPU
   if [[ " $FP16_RUNNERS " == *" $runner "* ]]; then cpu=$FP16_CPU; fi
-  echo "$cpu" > "$OUT/$name/arm64_cpu"
+  echo "$cpu" > "$OUT/$name/qemu_cpu"
   log "$name: predict on the host"
   timed "$name.host_predict" "$PY" "$b/predict.py" "$OUT/images.npy" --quiet \
     --out "$OUT/$name/host_preds.npy" --logits "$OUT/$name/host_logits.npy" || die "$name: predict.py failed on the host"
@@ -143,7 +143,7 @@ cp "$OUT/images.npy" "$OUT/labels.npy" "$ROOTFS/work/"
 check_bundle() {  # runs in its own subshell: the core it sets is its own
   local b=$1 name venv
   name=$(basename "$b")
-  ARM64_QEMU_CPU=$(cat "$OUT/$name/arm64_cpu")
+  ARM64_QEMU_CPU=$(cat "$OUT/$name/qemu_cpu")
   log "$name: pip install -r requirements.txt (arm64, QEMU_CPU=$ARM64_QEMU_CPU)"
   venv=$(timed "$name.pip" arm64_venv "$b/requirements.txt") || { log "$name: pip install FAILED"; return 1; }
   echo "$venv" > "$OUT/$name/arm64_venv"
@@ -177,7 +177,7 @@ for b in "${BUNDLES[@]}"; do
   name=$(basename "$b")
   [ -f "$OUT/$name/arm64_venv" ] || continue
   venv=$(cat "$OUT/$name/arm64_venv")
-  cpu=$(cat "$OUT/$name/arm64_cpu")
+  cpu=$(cat "$OUT/$name/qemu_cpu")
   log "$name: short bench_device.py (arm64, emulated)"
   if ARM64_QEMU_CPU=$cpu timed "$name.arm64_bench" in_arm64 "$venv/bin/python" "/work/$name/bench_device.py" \
        --out "/work/$name-device.csv" --warmup 3 --reps 50 --max-seconds 2 > "$OUT/$name/arm64_bench.txt" 2>&1; then
@@ -218,7 +218,7 @@ for b in bundles:
     entry = {"format": m["model"]["format"], "variant": m["model"]["variant"], "artifact": m["model"]["artifact"],
              "input": {k: m["input"][k] for k in ("layout", "sample_shape")}, "requirements": m["requirements"]}
     d = out / name
-    entry["qemu_cpu"] = (d / "arm64_cpu").read_text().strip()
+    entry["qemu_cpu"] = (d / "qemu_cpu").read_text().strip()
     if (d / "arm64_preds.npy").is_file():
         host, arm = np.load(d / "host_preds.npy"), np.load(d / "arm64_preds.npy")
         hl, al = np.load(d / "host_logits.npy"), np.load(d / "arm64_logits.npy")
