@@ -83,7 +83,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  export=partial(tflite_format.export, recipe="int8-dynamic"), **_tfl),
     ExportFormat(name="tflite-int8-full", suffix="model.int8.tflite", variant="int8-full", check="reduced",
                  precision="int8-full", export=partial(tflite_format.export, recipe="int8-full"), **_tfl,
-                 notes="int8 input and output; the session quantizes x and dequantizes the logits"),
+                 notes="int8 weights, activations and input (the session quantizes x); float32 logits "
+                       "from a float classifier op"),
     ExportFormat(name="onnx-int8", suffix="model.int8-dynamic.onnx", variant="int8-dynamic", check="reduced",
                  precision="int8-dynamic", export=onnx_quant.export, **_onnx,
                  notes="onnxruntime quantize_dynamic, QInt8 weights"),
