@@ -2,7 +2,11 @@
 
 
 class PrunedgeError(Exception):
-    """A user error (bad file, bad option). CLIs print it as one line and exit non-zero."""
+    """A user error (bad file, bad option). CLIs print it as one line and exit non-zero: line
+    breaks that come from the input (an op name, a path) are shown escaped, never as new lines."""
+
+    def __init__(self, message: str = ""):
+        super().__init__(str(message).replace("\r", "\\r").replace("\n", "\\n"))
 
 
 def fail(subject, problem: str) -> "PrunedgeError":

@@ -61,6 +61,7 @@ def read_npz(path: str | Path, *, limit_bytes: int | None = None) -> dict[str, n
                                          f"bytes) but holds {info.file_size - offset}")
                     data = f.read()
                 arrays[name] = np.frombuffer(data, dtype=dtype, count=count).reshape(shape, order="F" if fortran else "C").copy()
-    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError) as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, NotImplementedError, RuntimeError,
+            UnicodeDecodeError) as e:  # RuntimeError: a member flagged encrypted; names that are not UTF-8
         raise fail(path, f"corrupt or truncated .npz ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     return arrays

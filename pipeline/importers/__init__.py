@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pipeline.errors import fail
+from pipeline.errors import PrunedgeError, fail
 from pipeline.fold import fold_batchnorm
 from pipeline.importers.arch import check_against, parse_arch
 from pipeline.importers.common import apply_output_transform
@@ -149,6 +150,11 @@ def source_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+# What the parsers (protobuf, flatbuffers, zip, numpy reshapes of declared dims) raise on damaged bytes.
+MALFORMED = (ValueError, IndexError, KeyError, TypeError, AttributeError, RuntimeError, OverflowError,
+             struct.error, UnicodeDecodeError, EOFError)
+
+
 def import_model(path: str | os.PathLike, *, arch: str | None = None) -> Model:
     """A validated `Model` from a foreign file, BatchNorm folded, with provenance in meta.
 
@@ -160,7 +166,12 @@ def import_model(path: str | os.PathLike, *, arch: str | None = None) -> Model:
     spec = parse_arch(arch) if arch is not None else None
     fmt = detect_format(path)
     _check_zip_crc(path)
-    described = FORMATS[fmt].load(path, spec)
+    try:
+        described = FORMATS[fmt].load(path, spec)
+    except PrunedgeError:
+        raise
+    except MALFORMED as e:  # a parser tripping over a damaged file (found by make fuzz): still one line
+        raise fail(path, f"malformed {fmt} file ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
     meta = {"framework": "imported", "source_format": fmt, "source": path.name,
             "source_sha256": source_sha256(path), "method": "dense", "sparsity": 0.0, "physical": "dense",
             **described.meta}
