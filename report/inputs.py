@@ -107,6 +107,8 @@ def read_results(path: Path, *, source: str | None = None) -> tuple[list[dict], 
                 raw, columns = list(reader), set(reader.fieldnames or ())
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise fail(path, f"unreadable results ({type(e).__name__}: {e})") from None
+    if not isinstance(raw, list) or not all(isinstance(r, dict) for r in raw) or not isinstance(machine, dict):
+        raise fail(path, '"rows" must be a list of objects and "machine" an object (schema in docs/CONTRACTS.md)')
     missing = [c for c in REQUIRED if c not in columns]
     if missing:
         raise fail(path, f"missing columns {', '.join(missing)} (schema in docs/CONTRACTS.md)")

@@ -152,7 +152,7 @@ def source_sha256(path: Path) -> str:
 
 # What the parsers (protobuf, flatbuffers, zip, numpy reshapes of declared dims) raise on damaged bytes.
 MALFORMED = (ValueError, IndexError, KeyError, TypeError, AttributeError, RuntimeError, OverflowError,
-             struct.error, UnicodeDecodeError, EOFError)
+             NotImplementedError, struct.error, UnicodeDecodeError, EOFError)  # NotImplementedError: zip features
 
 
 def import_model(path: str | os.PathLike, *, arch: str | None = None) -> Model:
@@ -164,9 +164,12 @@ def import_model(path: str | os.PathLike, *, arch: str | None = None) -> Model:
     (one line naming the file) for unsupported ops/layers, corrupt files and mismatches."""
     path = Path(path)
     spec = parse_arch(arch) if arch is not None else None
-    fmt = detect_format(path)
-    _check_zip_crc(path)
     try:
+        fmt = detect_format(path)
+    except MALFORMED as e:
+        raise fail(path, f"damaged file ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
+    try:
+        _check_zip_crc(path)
         described = FORMATS[fmt].load(path, spec)
     except PrunedgeError:
         raise
