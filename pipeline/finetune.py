@@ -45,10 +45,7 @@ def fine_tune(model: Model, dataset: Dataset, *, framework: str, seed: int, epoc
     if not (isinstance(epochs, (int, float)) and math.isfinite(epochs) and epochs > 0):
         raise fail("epochs", f"must be a number > 0, got {epochs!r}")
     passes, images = gradual.passes(epochs, len(dataset.x_train))
-    if images < len(dataset.x_train):  # the same share for every framework, one per level
-        level = int(round(float(model.meta.get("sparsity", 0)) * 100))
-        keep = np.sort(np.random.default_rng([seed, level]).permutation(len(dataset.x_train))[:images])
-        dataset = replace(dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep])
+    dataset = _share(dataset, images, seed=seed, level=float(model.meta.get("sparsity", 0)))
     config = TrainConfig(epochs=passes, batch_size=batch_size, lr=lr, schedule=schedule)  # the net is `start`
     trained, curves = module.fit(dataset, config=config, seed=seed, init=start, masked=True,
                                  progress=progress)
@@ -77,10 +74,7 @@ def prune_gradually(source: Model, dataset: Dataset | None, *, method: str, targ
     if budget == 0:  # `dataset` is not read: it may be None
         return one_shot
     epochs, images = gradual.passes(budget, len(dataset.x_train))
-    if images < len(dataset.x_train):  # a fractional budget: a seeded share of the images, per level
-        order = np.random.default_rng([seed, int(round(target * 100))]).permutation(len(dataset.x_train))
-        keep = np.sort(order[:images])
-        dataset = replace(dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep])
+    dataset = _share(dataset, images, seed=seed, level=target)
     n_steps = epochs * math.ceil(images / schedule.batch_size)
     last = {"model": one_shot}
 
@@ -102,6 +96,16 @@ def prune_gradually(source: Model, dataset: Dataset | None, *, method: str, targ
                                          "images": images, "batches": n_steps, "lr": lr, "mask_updates": len(updates),
                                          "schedule": schedule.to_dict(), "val_acc": curves["val_acc"]}}
     return validate(replace(one_shot, layers=tuple(layers), meta=meta))
+
+
+def _share(dataset: Dataset, images: int, *, seed: int, level: float) -> Dataset:
+    """`dataset` with `images` of its training images (all when that is all of them): a fractional
+    budget trains a seeded share, the same for every framework, one share per level."""
+    if images >= len(dataset.x_train):
+        return dataset
+    order = np.random.default_rng([seed, int(round(level * 100))]).permutation(len(dataset.x_train))
+    keep = np.sort(order[:images])
+    return replace(dataset, x_train=dataset.x_train[keep], y_train=dataset.y_train[keep])
 
 
 def _keep_pattern(before, after):

@@ -52,11 +52,14 @@ def read_peer(path: Path) -> dict:
 def chain_epochs(levels, per_level: float) -> dict[float, float]:
     """Level -> epochs a gradual chain through `levels` has trained when it reaches that level
     (every level above 0 fine-tunes `per_level` epochs)."""
-    nonzero = sorted(float(k) for k in levels if float(k) > 0)
-    return {**{float(k): 0.0 for k in levels if float(k) == 0}, **{k: per_level * (i + 1) for i, k in enumerate(nonzero)}}
+    epochs, total = {}, 0.0
+    for k in sorted(float(k) for k in levels):
+        total += per_level if k > 0 else 0.0
+        epochs[k] = total
+    return epochs
 
 
-def comparison_rows(peer: dict, curves: dict) -> list[dict]:
+def comparison_rows(peer: dict, curves: dict, networks: dict | None = None) -> list[dict]:
     """One dict per peer run: the peer's numbers next to the -gp level at its sparsity (if any)."""
     out = []
     for run in peer["runs"]:
@@ -64,7 +67,7 @@ def comparison_rows(peer: dict, curves: dict) -> list[dict]:
         points = curves.get((model, method), [])
         ours = {p.sparsity: p.mean for p in points}
         dense = analysis.dense_point(points)
-        epochs = chain_epochs(sorted(ours), EPOCHS_BY_NET["cnn" if model.startswith("cnn-") else "mlp"]) if ours else {}
+        epochs = chain_epochs(ours, EPOCHS_BY_NET[(networks or {}).get(model, "mlp")]) if ours else {}
         k = float(run["sparsity"])
         out.append({"model": model, "method": method, "sparsity": k, "peer": run["accuracy"],
                     "peer_epochs": float(run["epochs"]), "peer_dense": run.get("dense_accuracy"),
@@ -116,7 +119,7 @@ def peer_section(inp, d, figs, cfg) -> list[str]:
         return lines + missing(f"the peer's results `{PEER.as_posix()}` under the artifacts root (tfmot "
                                "prune_low_magnitude with PolynomialDecay, one run per level)", COMMAND)
     curves = analysis.curves(as_percent(manifest_accuracy(inp.manifest)))
-    rows = comparison_rows(inp.peer, curves)
+    rows = comparison_rows(inp.peer, curves, inp.networks)
     lines += [f"From `{inp.peer_path}`" + (f" ({versions(inp.peer)})" if versions(inp.peer) else "") + ". "
               "Each peer run prunes the trained model once to its level with tfmot's PolynomialDecay; our "
               "gradual chain reaches the same level through the lower ones. Accuracy on the 10,000 test images "

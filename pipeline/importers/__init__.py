@@ -164,11 +164,9 @@ def import_model(path: str | os.PathLike, *, arch: str | None = None) -> Model:
     (one line naming the file) for unsupported ops/layers, corrupt files and mismatches."""
     path = Path(path)
     spec = parse_arch(arch) if arch is not None else None
+    fmt = "unrecognised"
     try:
         fmt = detect_format(path)
-    except MALFORMED as e:
-        raise fail(path, f"damaged file ({type(e).__name__}: {' '.join(str(e).split())[:160]})") from None
-    try:
         _check_zip_crc(path)
         described = FORMATS[fmt].load(path, spec)
     except PrunedgeError:
